@@ -1,0 +1,135 @@
+"""Input pipelines: TFDS datasets through `tfds.data_source` (array_record, random access, no TensorFlow), and
+`digits`, real MNIST digits bundled with jaxgen so the quickstart needs no download.
+
+Batches are uint8 images `[B, H, W, C]` with int32 labels `[B]`. Training order is a pure function of
+(seed, step): epoch e visits the examples in the permutation drawn from (seed, e), and step s takes examples
+s*B .. (s+1)*B - 1 of the concatenated epochs. A resumed run therefore sees exactly the batches an uninterrupted
+one would, and each host of a multi-host job reads only its own slice of every global batch.
+"""
+import concurrent.futures
+import dataclasses
+import importlib.resources
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+BUNDLED = "digits"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """One split of a dataset with random access: `get(indices)` -> {"image": uint8 [n,H,W,C], "label": int32 [n]}."""
+  name: str
+  split: str
+  num_examples: int
+  image_shape: tuple
+  num_classes: int
+  _source: object = dataclasses.field(repr=False)
+
+  def get(self, indices):
+    indices = np.asarray(indices)
+    if isinstance(self._source, dict):  # in-memory arrays
+      return {"image": self._source["image"][indices], "label": self._source["label"][indices]}
+    items = self._source.__getitems__([int(i) for i in indices])
+    return {"image": np.stack([np.asarray(e["image"], np.uint8) for e in items]).reshape((-1,) + self.image_shape),
+            "label": np.asarray([e["label"] for e in items], np.int32)}
+
+
+def _load_bundled(split):
+  if split not in ("train", "test"):
+    raise ValueError(f"The bundled 'digits' dataset has splits 'train' and 'test', not {split!r}.")
+  with importlib.resources.files("jaxgen").joinpath("assets/digits.npz").open("rb") as f:
+    arrays = np.load(f)
+    source = {"image": arrays[f"{split}_images"], "label": arrays[f"{split}_labels"].astype(np.int32)}
+  return Dataset(BUNDLED, split, len(source["label"]), source["image"].shape[1:], 10, source)
+
+
+def synthetic(image_shape, num_examples=256, num_classes=10, seed=0):
+  """Random uint8 images of a given shape (for benchmarks: speed does not depend on pixel values)."""
+  rng = np.random.default_rng(seed)
+  source = {"image": rng.integers(0, 256, (num_examples,) + tuple(image_shape), dtype=np.uint8),
+            "label": rng.integers(0, max(num_classes, 1), num_examples, dtype=np.int32)}
+  return Dataset("synthetic", "train", num_examples, tuple(image_shape), num_classes, source)
+
+
+def _missing_data_error(name, data_dir, where):
+  return FileNotFoundError(
+      f"TFDS dataset {name!r} is not prepared in array_record format under data_dir={data_dir!r} (looked in {where}). "
+      f"Pass --config.data_dir=DIR where DIR/{name}/<version>/ holds it, or prepare it once on a machine with network: "
+      f"pip install tensorflow-cpu && python -c \"import tensorflow_datasets as tfds; "
+      f"tfds.builder('{name}', data_dir='DIR').download_and_prepare(file_format='array_record')\"; "
+      f"or use --config.dataset=digits (bundled, no download).")
+
+
+def load(name, split, data_dir=None):
+  """Returns a `Dataset` for `name` ("digits" or a TFDS name) and `split` ("train", "test", or a TFDS split)."""
+  if name == BUNDLED:
+    return _load_bundled(split)
+  import tensorflow_datasets as tfds  # imported here: the bundled dataset and tests do not need it
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f"Unknown dataset {name!r}: set config.dataset to 'digits' (bundled) or a TFDS image dataset "
+                     f"name such as 'mnist', 'fashion_mnist' or 'cifar10'.") from None
+  if not os.path.isdir(builder.data_dir) or not any(
+      f.endswith(".array_record") or ".array_record-" in f for f in os.listdir(builder.data_dir)):
+    raise _missing_data_error(name, data_dir, builder.data_dir)
+  source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  features = builder.info.features
+  if "image" not in features:
+    raise ValueError(f"TFDS dataset {name!r} has no 'image' feature; jaxgen models images.")
+  image_shape = tuple(features["image"].shape)
+  if None in image_shape:
+    raise ValueError(f"TFDS dataset {name!r} has variable-size images {image_shape}; use a fixed-size variant.")
+  num_classes = features["label"].num_classes if "label" in features else 0
+  return Dataset(name, split, len(source), image_shape, num_classes, source)
+
+
+def train_indices(num_examples, batch_size, seed, step):
+  """Global example indices of training batch `step`: [batch_size], a pure function of (seed, step)."""
+  positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+  epochs, offsets = np.divmod(positions, num_examples)
+  out = np.empty(batch_size, np.int64)
+  for epoch in np.unique(epochs):
+    perm = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+    out[epochs == epoch] = perm[offsets[epochs == epoch]]
+  return out
+
+
+def host_slice(global_batch_size, process_index, process_count):
+  """The rows of each global batch that this host reads (hosts split the batch evenly, in order)."""
+  per_host = global_batch_size // process_count
+  return slice(process_index * per_host, (process_index + 1) * per_host)
+
+
+def train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefetch=2) -> Iterator[dict]:
+  """Yields host-local training batches for steps start_step, start_step + 1, ... (decoded in a background thread)."""
+  def fetch(step):
+    return dataset.get(train_indices(dataset.num_examples, batch_size, seed, step)[rows])
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = [pool.submit(fetch, start_step + i) for i in range(prefetch)]
+    step = start_step + prefetch
+    while True:
+      batch = pending.pop(0).result()
+      pending.append(pool.submit(fetch, step))
+      step += 1
+      yield batch
+
+
+def eval_batches(dataset, batch_size, rows=slice(None), num_examples=None) -> Iterator[dict]:
+  """Yields batches covering the first `num_examples` (default all) examples exactly once, in order.
+
+  The last batch is padded to full size by repeating example 0; its "mask" (float32 [B], 1 for real examples)
+  lets the caller average over real examples only.
+  """
+  total = dataset.num_examples if num_examples is None else min(num_examples, dataset.num_examples)
+  for start in range(0, total, batch_size):
+    idx = np.arange(start, start + batch_size)
+    mask = (idx < total).astype(np.float32)
+    idx = np.where(idx < total, idx, 0)
+    batch = dataset.get(idx[rows])
+    batch["mask"] = mask[rows]
+    yield batch

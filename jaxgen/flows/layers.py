@@ -1,0 +1,345 @@
+"""Bijective layers of Glow (Kingma & Dhariwal 2018) and RealNVP (Dinh et al. 2016).
+
+Every layer maps `[B, H, W, C]` to `[B, H', W', C']` and exposes
+  forward_and_log_det(x) -> (y, log_det)      log_det: [B], log|det dy/dx| in nats
+  inverse_and_log_det(y) -> (x, log_det)      log_det: [B], log|det dx/dy| = -forward's
+Initialise a layer with `forward_and_log_det` on a data batch: ActNorm sets its parameters from that batch
+(data-dependent init). Parameters that are fixed at init but not trained (the LU permutation, sign(s), the shuffle
+indices) live in the `"constants"` collection, which the trainer carries beside `"params"`.
+Defaults follow openai/glow (`model.py`, `tfops.py`).
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen import distributions
+
+# openai/glow multiplies learned log-scales by 3: Adam then moves them 3x faster than the other parameters.
+LOG_SCALE_FACTOR = 3.0
+
+
+def _pixels(x):
+  return x.shape[1] * x.shape[2]
+
+
+class ActNorm(nn.Module):
+  """Activation normalisation (Glow, Sec. 3.1).
+
+  y = (x + bias) * exp(log_scale),  per channel;  log|det J| = H * W * sum(log_scale).
+  Data-dependent init: bias = -mean(x), log_scale = log(scale / (std(x) + 1e-6)) over the init batch, so y has
+  zero mean and `scale` standard deviation per channel there. Stored log-scales are multiplied by 3 as in openai/glow.
+  """
+  scale: float = 1.0
+
+  @nn.compact
+  def _bias_and_log_scale(self, x):
+    # The initialisers read the batch this layer first sees, so `init` on a data batch is the DDI (works under jit).
+    def init_bias(rng, shape):
+      return -jnp.mean(x, axis=(0, 1, 2))
+
+    def init_log_scale(rng, shape):
+      centred = x - jnp.mean(x, axis=(0, 1, 2))
+      std = jnp.sqrt(jnp.mean(jnp.square(centred), axis=(0, 1, 2)))
+      return jnp.log(self.scale / (std + 1e-6)) / LOG_SCALE_FACTOR
+
+    channels = x.shape[-1]
+    bias = self.param("bias", init_bias, (channels,))
+    log_scale = self.param("log_scale", init_log_scale, (channels,)) * LOG_SCALE_FACTOR
+    return bias, log_scale
+
+  def __call__(self, x):  # plain normalisation, used inside coupling networks
+    bias, log_scale = self._bias_and_log_scale(x)
+    return (x + bias) * jnp.exp(log_scale)
+
+  def forward_and_log_det(self, x):
+    bias, log_scale = self._bias_and_log_scale(x)
+    y = (x + bias) * jnp.exp(log_scale)
+    return y, jnp.full(x.shape[:1], _pixels(x) * jnp.sum(log_scale))
+
+  def inverse_and_log_det(self, y):
+    bias, log_scale = self._bias_and_log_scale(y)
+    x = y * jnp.exp(-log_scale) - bias
+    return x, jnp.full(y.shape[:1], -_pixels(y) * jnp.sum(log_scale))
+
+
+def _random_rotation(rng, channels):
+  # A random orthogonal matrix, as openai/glow initialises the 1x1 convolution.
+  q, _ = jnp.linalg.qr(jax.random.normal(rng, (channels, channels)))
+  return q
+
+
+class InvertibleConv1x1(nn.Module):
+  """Invertible 1x1 convolution (Glow, Sec. 3.2), a learned channel mixing.
+
+  y[h, w] = W x[h, w];  log|det J| = H * W * log|det W|.
+  lu=False: W is a free matrix (openai/glow's default) and log|det W| comes from slogdet.
+  lu=True:  W = P L (U + diag(sign(s) * exp(log_s))) with P and sign(s) fixed at init (in "constants"), L unit lower
+            triangular, U strictly upper triangular; log|det W| = sum(log_s), O(C) instead of O(C^3).
+  Both start at a random rotation.
+  """
+  lu: bool = False
+
+  @nn.compact
+  def _kernel_and_log_det(self, channels):  # -> W [C, C], log|det W| scalar
+    if not self.lu:
+      kernel = self.param("kernel", lambda rng: _random_rotation(rng, channels))
+      return kernel, jnp.linalg.slogdet(kernel)[1]
+
+    # One decomposition feeds five initialisers, so they are `variable`s (called only when missing), not `param`s
+    # (whose initialisers flax re-traces on every call to check shapes).
+    p = l = u = None
+    if self.is_initializing():
+      p, l, u = jax.scipy.linalg.lu(_random_rotation(self.make_rng("params"), channels))
+    perm = self.variable("constants", "perm", lambda: p).value
+    sign_s = self.variable("constants", "sign_s", lambda: jnp.sign(jnp.diag(u))).value
+    lower = self.variable("params", "lower", lambda: jnp.tril(l, -1)).value
+    upper = self.variable("params", "upper", lambda: jnp.triu(u, 1)).value
+    log_s = self.variable("params", "log_s", lambda: jnp.log(jnp.abs(jnp.diag(u)))).value
+    eye = jnp.eye(channels)
+    l_mat = jnp.tril(lower, -1) + eye
+    u_mat = jnp.triu(upper, 1) + jnp.diag(sign_s * jnp.exp(log_s))
+    return perm @ l_mat @ u_mat, jnp.sum(log_s)
+
+  def forward_and_log_det(self, x):
+    kernel, log_det = self._kernel_and_log_det(x.shape[-1])
+    y = jnp.einsum("bhwc,dc->bhwd", x, kernel)
+    return y, jnp.full(x.shape[:1], _pixels(x) * log_det)
+
+  def inverse_and_log_det(self, y):
+    kernel, log_det = self._kernel_and_log_det(y.shape[-1])
+    x = jnp.einsum("bhwc,dc->bhwd", y, jnp.linalg.inv(kernel))
+    return x, jnp.full(y.shape[:1], -_pixels(y) * log_det)
+
+
+class Reverse(nn.Module):
+  """Reverses the channel order (RealNVP's alternating masks; Glow's ablation, `--flow_permutation 0`)."""
+
+  def forward_and_log_det(self, x):
+    return x[..., ::-1], jnp.zeros(x.shape[:1])
+
+  def inverse_and_log_det(self, y):
+    return y[..., ::-1], jnp.zeros(y.shape[:1])
+
+
+class Shuffle(nn.Module):
+  """A fixed random channel permutation drawn at init (Glow's ablation, `--flow_permutation 1`)."""
+
+  @nn.compact
+  def _perm(self, channels):
+    return self.variable(
+        "constants", "perm", lambda: jax.random.permutation(self.make_rng("params"), channels)).value
+
+  def forward_and_log_det(self, x):
+    return x[..., self._perm(x.shape[-1])], jnp.zeros(x.shape[:1])
+
+  def inverse_and_log_det(self, y):
+    return y[..., jnp.argsort(self._perm(y.shape[-1]))], jnp.zeros(y.shape[:1])
+
+
+def _border(height, width, kernel_size):
+  """[1, H+k-1, W+k-1, 1]: 1 on the 'SAME' padding border, 0 inside (openai/glow `add_edge_padding`)."""
+  a = (kernel_size - 1) // 2
+  border = np.ones((1, height + 2 * a, width + 2 * a, 1), np.float32)
+  border[:, a:a + height, a:a + width] = 0.0
+  return border
+
+
+def conv_shift_add(x, kernel):
+  """'SAME' zero-padded 2-D convolution as one matmul and k*k shifted adds: [B, H, W, C_in] -> [B, H, W, C_out].
+
+  P = x @ kernel (as [C_in, k*k*C_out]);  y[h, w] = sum_{i,j} P_padded[h+i, w+j, (i, j)].
+  Same arithmetic as a convolution, but for many input and few output channels (Glow's zero-initialised output
+  convolutions, 512 -> 2C) XLA:CPU runs it an order of magnitude faster than its convolution, and only the
+  small P is padded, never the wide input.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  b, h, w, _ = x.shape
+  p = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)).reshape(b, h, w, kh * kw * c_out)
+  p = jnp.pad(p, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0))).reshape(
+      b, h + kh - 1, w + kw - 1, kh, kw, c_out)
+  return sum(p[:, i:i + h, j:j + w, i, j] for i in range(kh) for j in range(kw))
+
+
+def conv_im2col(x, kernel):
+  """'SAME' zero-padded 2-D convolution as k*k shifted copies and one matmul: [B, H, W, C_in] -> [B, H, W, C_out].
+
+  For few input channels (Glow's first coupling convolution sees C/2) the patches are small, and the kernel
+  gradient is one matmul, where XLA:CPU's convolution backward runs ~50x below peak.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  h, w = x.shape[1], x.shape[2]
+  x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  patches = jnp.concatenate([x[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.dot(patches, kernel.reshape(kh * kw * c_in, c_out))
+
+
+def edge_conv(x, kernel, conv):
+  """openai/glow's edge-biased 'SAME' convolution: zero padding plus one input channel that is 1 on the border.
+
+  kernel: [k, k, C_in + 1, C_out], its last input channel for the border. The border channel does not depend on
+  the data, so its contribution is a fixed [H, W, C_out] map, added instead of concatenating a channel to x.
+  """
+  return conv(x, kernel[:, :, :-1]) + _border_map(x.shape[1], x.shape[2], kernel[:, :, -1:])
+
+
+def _border_map(height, width, kernel):
+  """Contribution of the border channel: 'VALID' conv of the [H+k-1, W+k-1] border indicator.  -> [1, H, W, C_out]."""
+  k = kernel.shape[0]
+  border = jnp.asarray(_border(height, width, k))  # [1, H+k-1, W+k-1, 1]
+  return sum(border[:, i:i + height, j:j + width] * kernel[i, j, 0] for i in range(k) for j in range(k))
+
+
+class Conv(nn.Module):
+  """Glow's hidden convolution (`tfops.conv2d`): edge-biased 'SAME', N(0, 0.05) weights, no bias, then ActNorm."""
+  features: int
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.normal(0.05), (k, k, x.shape[-1] + (k > 1), self.features))
+    # Convolutions as matmuls: the same arithmetic, and XLA:CPU's dot is far faster than its convolution backward.
+    y = jnp.dot(x, kernel[0, 0]) if k == 1 else edge_conv(x, kernel, conv_im2col)
+    return ActNorm(name="actnorm")(y)
+
+
+class ZeroConv(nn.Module):
+  """Zero-initialised edge-biased convolution with a learned per-channel output scale (`tfops.conv2d_zeros`).
+
+  y = (conv(x) + b) * exp(3 * logs);  everything starts at zero, so the layer's output starts at zero.
+  """
+  features: int
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.zeros, (k, k, x.shape[-1] + (k > 1), self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    logs = self.param("logs", nn.initializers.zeros, (self.features,))
+    y = jnp.dot(x, kernel[0, 0]) if k == 1 else edge_conv(x, kernel, conv_shift_add)
+    return (y + bias) * jnp.exp(logs * LOG_SCALE_FACTOR)
+
+
+class CouplingNet(nn.Module):
+  """openai/glow's `f`: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3 (hidden convs with ActNorm)."""
+  hidden_channels: int
+  out_channels: int
+
+  @nn.compact
+  def __call__(self, x):  # [B, H, W, C_in] -> [B, H, W, out_channels]
+    h = nn.relu(Conv(self.hidden_channels, 3, name="conv_in")(x))
+    h = nn.relu(Conv(self.hidden_channels, 1, name="conv_hidden")(h))
+    # Zero-init last layer: the coupling starts as the identity (additive) or a fixed 0.88 scale (affine).
+    return ZeroConv(self.out_channels, 3, name="conv_out")(h)
+
+
+class AffineCoupling(nn.Module):
+  """Affine coupling (Glow, Sec. 3.3; RealNVP).
+
+  x = [x_a, x_b];  h = NN(x_a);  shift = h[..., 0::2];  scale = sigmoid(h[..., 1::2] + 2)
+  y_a = x_a;  y_b = (x_b + shift) * scale;  log|det J| = sum(log scale).
+  The sigmoid keeps scale in (0, 1), which openai/glow uses instead of exp for stability.
+  """
+  hidden_channels: int = 512
+
+  @nn.compact
+  def _shift_and_log_scale(self, x_a):
+    h = CouplingNet(self.hidden_channels, 2 * x_a.shape[-1], name="net")(x_a)
+    return h[..., 0::2], jax.nn.log_sigmoid(h[..., 1::2] + 2.0)
+
+  def forward_and_log_det(self, x):
+    x_a, x_b = jnp.split(x, 2, axis=-1)
+    shift, log_scale = self._shift_and_log_scale(x_a)
+    y_b = (x_b + shift) * jnp.exp(log_scale)
+    return jnp.concatenate([x_a, y_b], -1), log_scale.sum(axis=(1, 2, 3))
+
+  def inverse_and_log_det(self, y):
+    y_a, y_b = jnp.split(y, 2, axis=-1)
+    shift, log_scale = self._shift_and_log_scale(y_a)
+    x_b = y_b * jnp.exp(-log_scale) - shift
+    return jnp.concatenate([y_a, x_b], -1), -log_scale.sum(axis=(1, 2, 3))
+
+
+class AdditiveCoupling(nn.Module):
+  """Additive coupling (NICE; Glow `--flow_coupling 0`).  y_b = x_b + NN(x_a);  log|det J| = 0."""
+  hidden_channels: int = 512
+
+  @nn.compact
+  def _shift(self, x_a):
+    return CouplingNet(self.hidden_channels, x_a.shape[-1], name="net")(x_a)
+
+  def forward_and_log_det(self, x):
+    x_a, x_b = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([x_a, x_b + self._shift(x_a)], -1), jnp.zeros(x.shape[:1])
+
+  def inverse_and_log_det(self, y):
+    y_a, y_b = jnp.split(y, 2, axis=-1)
+    return jnp.concatenate([y_a, y_b - self._shift(y_a)], -1), jnp.zeros(y.shape[:1])
+
+
+def squeeze(x):
+  """[B, H, W, C] -> [B, H/2, W/2, 4C], each 2x2 patch into channels (openai/glow `squeeze2d` channel order)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+  return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+def unsqueeze(x):
+  """Inverse of `squeeze`: [B, H, W, 4C] -> [B, 2H, 2W, C]."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, c // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+  return x.reshape(b, 2 * h, 2 * w, c // 4)
+
+
+class Squeeze(nn.Module):
+  """Space-to-depth as a bijector (Glow, Sec. 3; RealNVP Sec. 3.6); log|det J| = 0."""
+
+  def forward_and_log_det(self, x):
+    if x.shape[1] % 2 or x.shape[2] % 2:
+      raise ValueError(f"Squeeze needs even height and width, got {x.shape[1:3]}.")
+    return squeeze(x), jnp.zeros(x.shape[:1])
+
+  def inverse_and_log_det(self, y):
+    return unsqueeze(y), jnp.zeros(y.shape[:1])
+
+
+class SplitPrior(nn.Module):
+  """Multi-scale split with a learned conditional prior (Glow `split2d`; RealNVP Sec. 3.6), as a bijection.
+
+  x = [x_1, x_2];  (mean, log_std) = ZeroConv(x_1);  eps = (x_2 - mean) * exp(-log_std).
+  forward: x -> (x_1, eps) with log|det J| = -sum(log_std); then log p(x_2 | x_1) = log N(eps; 0, I) + log|det J|,
+  so a flow ending in standard-normal `eps` has the exact likelihood of openai/glow's conditional prior.
+  """
+
+  @nn.compact
+  def _mean_and_log_std(self, x_1):
+    h = ZeroConv(2 * x_1.shape[-1], 3, name="prior")(x_1)
+    return h[..., 0::2], h[..., 1::2]
+
+  def forward_and_log_det(self, x):  # -> ((x_1 [B, H, W, C/2], eps [B, H, W, C/2]), [B])
+    x_1, x_2 = jnp.split(x, 2, axis=-1)
+    mean, log_std = self._mean_and_log_std(x_1)
+    return (x_1, (x_2 - mean) * jnp.exp(-log_std)), -log_std.sum(axis=(1, 2, 3))
+
+  def inverse_and_log_det(self, y):
+    x_1, eps = y
+    mean, log_std = self._mean_and_log_std(x_1)
+    return jnp.concatenate([x_1, mean + eps * jnp.exp(log_std)], -1), log_std.sum(axis=(1, 2, 3))
+
+
+def flow_log_prob(eps, log_det):
+  """log p(x) for a flow x -> eps with a standard-normal base: sum over the eps pytree plus log_det.  -> [B]."""
+  return sum(distributions.standard_normal_log_prob(e) for e in jax.tree.leaves(eps)) + log_det
+
+
+PERMUTATIONS = {
+    "conv": functools.partial(InvertibleConv1x1, lu=False),
+    "conv_lu": functools.partial(InvertibleConv1x1, lu=True),
+    "reverse": Reverse,
+    "shuffle": Shuffle,
+}
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
