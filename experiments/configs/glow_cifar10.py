@@ -1,0 +1,40 @@
+r"""Glow on CIFAR-10, the openai/glow setup that gave 3.35 bits/dim (Kingma & Dhariwal 2018, Table 2).
+
+python -m experiments.train --config=experiments/configs/glow_cifar10.py --workdir=/tmp/glow_cifar10 \
+  --config.data_dir=/path/to/tensorflow_datasets          # or ...py:smoke (seconds), ...py:bench (speed)
+
+openai/glow: `--problem cifar10 --n_level 3 --depth 32 --flow_permutation 2 --flow_coupling 1 --learntop
+--lr 0.001 --n_bits_x 8` on 8 GPUs x 64 images, 10 warmup epochs, Polyak averaging for evaluation.
+Expect 3.35 bits/dim on the test set after long training (openai/glow ran for days on 8 GPUs); jaxgen's own figure
+and budget are in the README's results table. `:bench` is the size Glow implementations are usually timed at
+(depth 8, 256 channels, LU 1x1 conv, batch 16; BENCHMARKS.md).
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset, config.data_dir = "cifar10", None  # TFDS name; data_dir is passed to TFDS
+  config.batch_size, config.total_steps = 512, 200_000  # 8 GPUs x 64 as in openai/glow; ~2000 epochs
+  config.model_name = "flows.glow"
+  config.model = dict(image_shape=(32, 32, 3), levels=3, depth=32, hidden_channels=512, coupling="affine",
+                      permutation="conv", learn_top=True, num_bits=8, remat=True)
+  # Linear warmup over 10 epochs (openai/glow --epochs_warmup 10), then constant.
+  config.optimizer = dict(name="adam", lr=1e-3, warmup_steps=1_000, grad_clip_norm=0.0)
+  config.ema_decay = 0.999  # openai/glow evaluates Polyak-averaged parameters
+  config.log_every, config.eval_every, config.ckpt_every = 100, 5_000, 5_000
+  config.eval_batch_size, config.eval_examples = 500, 0  # 0: the whole test split
+  config.num_samples, config.sample_temperature = 64, 0.7
+  if arg == "bench":
+    config.batch_size = 16
+    config.model = dict(image_shape=(32, 32, 3), levels=3, depth=8, hidden_channels=256, coupling="affine",
+                        permutation="conv_lu", learn_top=True, num_bits=8, remat=False)
+  elif arg == "smoke":
+    config.batch_size, config.total_steps = 8, 2
+    config.model = dict(image_shape=(32, 32, 3), levels=3, depth=2, hidden_channels=8)
+    config.log_every, config.eval_every, config.ckpt_every = 1, 2, 2
+    config.eval_batch_size, config.eval_examples, config.num_samples = 8, 16, 4
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r} of glow_cifar10; use :smoke or :bench.")
+  return config

@@ -1,0 +1,93 @@
+"""Orbax checkpoints of the train state: atomic, keep-N, resumed automatically, never from a non-finite state.
+
+Beside `checkpoints/` the workdir holds `config.json`, the config that first trained there; resuming with a config
+whose model differs is refused before any checkpoint is read.
+"""
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+logger = logging.getLogger("jaxgen")
+
+_IDENTITY_KEYS = ("model_name", "model")  # what a checkpoint must agree with to be restored
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be restored into the requested state."""
+
+
+def _model_identity(config):
+  return {key: json.loads(json.dumps(config.to_dict()[key], default=list)) for key in _IDENTITY_KEYS}
+
+
+def check_workdir_config(workdir, config, write=True):
+  """Writes DIR/config.json on first use (if `write`); raises if an existing one names a different model."""
+  path = os.path.join(workdir, "config.json")
+  current = _model_identity(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    saved_identity = {key: saved.get(key) for key in _IDENTITY_KEYS}
+    if saved_identity != current:
+      diff = {k: (saved_identity[k], current[k]) for k in _IDENTITY_KEYS if saved_identity[k] != current[k]}
+      raise CheckpointError(
+          f"{workdir} holds a run of a different model (saved vs requested: {diff}); use a new --workdir, "
+          f"or the config that trained there.")
+  elif write and jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def all_finite(state):
+  return bool(jax.device_get(jnp.all(jnp.asarray(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]))))
+
+
+class Checkpointer:
+  """Thin wrapper over `ocp.CheckpointManager` with jaxgen's guarantees and errors."""
+
+  def __init__(self, workdir, keep=3):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, state, force=False):
+    """Saves at state["step"] unless the state holds a NaN or inf (then logs and refuses)."""
+    step = int(jax.device_get(state["step"]))
+    if step in self.manager.all_steps():
+      return False
+    if not all_finite(state):
+      logger.error("Not saving step %d: the train state holds non-finite values.", step)
+      return False
+    saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    return saved
+
+  def restore(self, abstract_state, step=None):
+    """Restores the latest (or given) step into the structure, dtypes and shardings of `abstract_state`."""
+    step = self.latest_step() if step is None else step
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+          f"Checkpoint {self.directory}/{step} does not match this model/config ({str(e).splitlines()[0][:300]}); "
+          f"use a new --workdir, or the config that wrote it.") from e
+    except Exception as e:  # unreadable or truncated files: never silently start over
+      raise CheckpointError(
+          f"Checkpoint {self.directory}/{step} could not be read ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
+          f"Delete that step's folder to resume from an earlier one, or use a new --workdir.") from e
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()

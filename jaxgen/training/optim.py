@@ -1,0 +1,41 @@
+"""Optimisers from `config.optimizer`: Adam/AdamW/Adamax with linear warmup, a schedule and gradient clipping."""
+import optax
+
+_OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "adamax": optax.adamax}
+_DEFAULTS = dict(name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                 schedule="constant", end_lr_factor=0.0, grad_clip_norm=0.0)
+
+
+def learning_rate_schedule(opt, total_steps):
+  """Linear warmup from 0 to opt.lr over opt.warmup_steps, then constant or cosine decay to lr * end_lr_factor."""
+  if opt["schedule"] == "constant":
+    after = optax.constant_schedule(opt["lr"])
+  elif opt["schedule"] == "cosine":
+    after = optax.cosine_decay_schedule(opt["lr"], max(total_steps - opt["warmup_steps"], 1), opt["end_lr_factor"])
+  else:
+    raise ValueError(f"Unknown config.optimizer.schedule {opt['schedule']!r}; use 'constant' or 'cosine'.")
+  if not opt["warmup_steps"]:
+    return after
+  warmup = optax.linear_schedule(0.0, opt["lr"], opt["warmup_steps"])
+  return optax.join_schedules([warmup, after], [opt["warmup_steps"]])
+
+
+def make_optimizer(optimizer_config, total_steps):
+  """-> (optax.GradientTransformation, schedule). `optimizer_config` is a dict; unknown keys are an error."""
+  opt = dict(optimizer_config)
+  unknown = set(opt) - set(_DEFAULTS)
+  if unknown:
+    raise ValueError(f"Unknown config.optimizer key(s) {sorted(unknown)}; known keys: {sorted(_DEFAULTS)}.")
+  opt = _DEFAULTS | opt
+  if opt["name"] not in _OPTIMIZERS:
+    raise ValueError(f"Unknown config.optimizer.name {opt['name']!r}; choose one of {sorted(_OPTIMIZERS)}.")
+  schedule = learning_rate_schedule(opt, total_steps)
+  kwargs = dict(b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
+  if opt["name"] == "adamw":
+    kwargs["weight_decay"] = opt["weight_decay"]
+  elif opt["weight_decay"]:
+    raise ValueError(f"config.optimizer.weight_decay needs name='adamw', not {opt['name']!r}.")
+  tx = _OPTIMIZERS[opt["name"]](schedule, **kwargs)
+  if opt["grad_clip_norm"]:
+    tx = optax.chain(optax.clip_by_global_norm(opt["grad_clip_norm"]), tx)
+  return tx, schedule

@@ -1,0 +1,95 @@
+"""Pure step functions for likelihood models (Glow, NVAE, LMConv): init, train, eval, sample.
+
+A model module (`jaxgen.<config.model_name>`) that trains differently (a GAN: two optimisers) defines functions
+with these names and signatures itself; the trainer uses the module's own where they exist, these otherwise.
+
+The train state is a dict pytree:
+  step               int32 []            number of updates applied or skipped
+  params             the model's "params" collection
+  model_state        every other collection ("constants", "batch_stats", ...), {} if none
+  opt                optax state
+  ema_params         exponential moving average of params (only if config.ema_decay > 0)
+  skipped_updates    int32 []            updates skipped for a non-finite loss or gradient, in total
+  consecutive_skips  int32 []            ... since the last applied update
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def _rngs(rng, step):
+  rng = jax.random.fold_in(rng, step)
+  rng_dropout, rng_sample = jax.random.split(rng)
+  return {"dropout": rng_dropout, "sample": rng_sample}
+
+
+def _all_finite(tree):
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def init_state(rng, batch, *, model, tx, config):
+  """Initialises from a data batch (data-dependent init, e.g. ActNorm, sees this batch)."""
+  rng_params, rng_sample, rng_dropout = jax.random.split(rng, 3)
+  variables = model.init({"params": rng_params, "sample": rng_sample, "dropout": rng_dropout},
+                         batch["image"], batch["label"])
+  variables = dict(variables)
+  params = variables.pop("params")
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": variables, "opt": tx.init(params),
+           "skipped_updates": jnp.zeros((), jnp.int32), "consecutive_skips": jnp.zeros((), jnp.int32)}
+  if config.ema_decay:
+    state["ema_params"] = params
+  return state
+
+
+def train_step(state, batch, rng, *, model, tx, config):
+  """One optimiser update on the mean of the model's per-example "loss"; skipped if anything is non-finite."""
+  mutable = [name for name in state["model_state"] if name == "batch_stats"]
+
+  def loss_fn(params):
+    out = model.apply({"params": params, **state["model_state"]}, batch["image"], batch["label"], train=True,
+                      step=state["step"], rngs=_rngs(rng, state["step"]), method="losses", mutable=mutable or False)
+    terms, new_model_state = out if mutable else (out, {})
+    return jnp.mean(terms["loss"]), (jax.tree.map(jnp.mean, terms), new_model_state)
+
+  (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt = tx.update(grads, state["opt"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  # Skip the update (keep params, optimiser and BatchNorm state) if the loss or any gradient is not finite.
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new_state = {
+      "step": state["step"] + 1,
+      "params": keep(params, state["params"]),
+      "model_state": keep({**state["model_state"], **new_model_state}, state["model_state"]),
+      "opt": keep(opt, state["opt"]),
+      "skipped_updates": state["skipped_updates"] + (~finite).astype(jnp.int32),
+      "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1),
+  }
+  if "ema_params" in state:
+    decay = jnp.where(finite, config.ema_decay, 1.0)
+    new_state["ema_params"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
+                                           state["ema_params"], new_state["params"])
+  metrics |= {"grad_norm": optax.global_norm(grads), "skipped_updates": new_state["skipped_updates"],
+              "consecutive_skips": new_state["consecutive_skips"]}
+  return new_state, metrics
+
+
+def eval_params(state):
+  """The parameters to evaluate and sample with: the EMA when the config keeps one."""
+  return state.get("ema_params", state["params"])
+
+
+def eval_step(state, batch, rng, *, model, config):
+  """Per-batch sums of the model's per-example terms over real (mask == 1) examples, and their count."""
+  del config
+  terms = model.apply({"params": eval_params(state), **state["model_state"]}, batch["image"], batch["label"],
+                      train=False, step=state["step"], rngs=_rngs(rng, 0), method="losses")
+  mask = batch["mask"]
+  return {name: jnp.sum(value * mask) for name, value in terms.items()} | {"count": jnp.sum(mask)}
+
+
+def sample_images(state, rng, labels, *, model, config):
+  """uint8 [num, H, W, C] samples at config.sample_temperature; `labels` [num] go to class-conditional models."""
+  conditional = {"labels": labels} if getattr(model, "num_classes", 0) else {}
+  return model.apply({"params": eval_params(state), **state["model_state"]}, rng, labels.shape[0],
+                     config.sample_temperature, method="sample", **conditional)

@@ -1,0 +1,318 @@
+"""The one trainer: `train_and_evaluate(config, workdir)` for every family, on 1 CPU, N devices or a pod slice.
+
+The global batch is split over a mesh axis "data" that spans every device of every host; the state is
+replicated. Step functions come from `jaxgen.training.steps`, or from the model's own module where it defines
+them (a GAN's two optimisers). Randomness and data order are functions of (seed, step), so a run resumed from
+its latest checkpoint continues exactly as if it had never stopped.
+"""
+import dataclasses
+import functools
+import importlib
+import inspect
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxgen import data
+from jaxgen.training import checkpoints, optim, steps, writers
+
+logger = logging.getLogger("jaxgen")
+
+REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "log_every", "eval_every",
+                 "ckpt_every", "model_name", "model")
+DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
+                keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0)
+STEP_FUNCTIONS = ("init_state", "train_step", "eval_step", "sample_images")
+
+
+def with_defaults(config):
+  """A copy of config with every trainer key present; raises on missing required keys."""
+  missing = [k for k in REQUIRED_KEYS if k not in config]
+  if missing:
+    raise ValueError(f"The config lacks required key(s) {missing}; every config sets {list(REQUIRED_KEYS)}.")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for key, value in DEFAULTS.items():
+      if key not in config:
+        config[key] = value
+  return config
+
+
+def build_model(config):
+  """-> (module, model): `jaxgen.<config.model_name>` and its `Model(**config.model)`, with clear errors."""
+  try:
+    module = importlib.import_module(f"jaxgen.{config.model_name}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.model_name={config.model_name!r} names no module jaxgen.{config.model_name}; "
+                     f"use e.g. 'flows.glow'.") from e
+  kwargs = dict(config.model)
+  fields = {f.name for f in dataclasses.fields(module.Model)} - {"parent", "name"}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f"Unknown config.model key(s) {unknown} for jaxgen.{config.model_name}.Model; "
+                     f"known keys: {sorted(fields)}.")
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return module, module.Model(**kwargs)
+
+
+def step_functions(module):
+  """The family's own step functions where its module defines them, the likelihood ones otherwise."""
+  return {name: getattr(module, name, getattr(steps, name)) for name in STEP_FUNCTIONS}
+
+
+def make_mesh():
+  # Auto axes: XLA propagates shardings from the jit boundaries (explicit mode would type every reshape).
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def check_batch_size(batch_size, what="config.batch_size"):
+  if batch_size % jax.device_count():
+    raise ValueError(f"{what}={batch_size} must be divisible by the number of devices ({jax.device_count()}); "
+                     f"set it to a multiple of {jax.device_count()}.")
+
+
+def check_dataset(model, dataset):
+  shape = getattr(model, "image_shape", None)
+  if shape is not None and tuple(shape) != tuple(dataset.image_shape):
+    raise ValueError(f"config.model.image_shape={tuple(shape)} but {dataset.name!r} has images of shape "
+                     f"{tuple(dataset.image_shape)}; set --config.model.image_shape to match.")
+
+
+def _global_batch(local, sharding):
+  """Host-local numpy batch -> global jax.Array split over the "data" axis."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def init_batch(dataset, config):
+  """The data batch that data-dependent init sees (openai/glow inits on a batch of training data)."""
+  idx = np.random.default_rng([config.seed, 2**31 - 1]).permutation(dataset.num_examples)[:config.batch_size]
+  rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
+  return dataset.get(idx[rows])
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run needs, built and checked before any compute: model, data, mesh, compiled functions."""
+  config: object
+  module: object
+  model: object
+  tx: object
+  schedule: object
+  train_data: data.Dataset
+  mesh: object
+  batch_sharding: NamedSharding
+  replicated: NamedSharding
+  fns: dict
+  abstract_state: object
+  state_sharding: object
+
+  def init(self):
+    batch = _global_batch(init_batch(self.train_data, self.config), self.batch_sharding)
+    init_fn = jax.jit(functools.partial(self.fns["init_state"], model=self.model, tx=self.tx, config=self.config),
+                      out_shardings=self.state_sharding)
+    return init_fn(jax.random.key(self.config.seed), batch)
+
+  @functools.cached_property
+  def train_step(self):
+    fn = functools.partial(self.fns["train_step"], model=self.model, tx=self.tx, config=self.config)
+    return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
+                   out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+
+  @functools.cached_property
+  def eval_step(self):
+    fn = functools.partial(self.fns["eval_step"], model=self.model, config=self.config)
+    return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
+                   out_shardings=self.replicated)
+
+  @functools.cached_property
+  def sample(self):
+    fn = functools.partial(self.fns["sample_images"], model=self.model, config=self.config)
+    return jax.jit(fn, in_shardings=(self.state_sharding, self.replicated, self.replicated),
+                   out_shardings=self.replicated)
+
+  def batch(self, local):
+    return _global_batch(local, self.batch_sharding)
+
+
+def setup(config, train_data=None):
+  """Checks the config, the data and the model (shapes only: no compile, no FLOPs), and returns a `Setup`.
+
+  train_data: a `data.Dataset` to use instead of config.dataset's train split (benchmarks use synthetic data).
+  """
+  config = with_defaults(config)
+  for key in ("batch_size", "total_steps", "log_every", "eval_every", "ckpt_every"):
+    if int(config[key]) <= 0:
+      raise ValueError(f"config.{key} must be positive, got {config[key]}.")
+  check_batch_size(config.batch_size)
+  if config.eval_batch_size:
+    check_batch_size(config.eval_batch_size, "config.eval_batch_size")
+  module, model = build_model(config)
+  train_data = train_data or data.load(config.dataset, "train", config.data_dir)
+  check_dataset(model, train_data)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
+  mesh = make_mesh()
+  batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  fns = step_functions(module)
+  host_batch = init_batch(train_data, config)
+  abstract_batch = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((config.batch_size,) + x.shape[1:], x.dtype), host_batch)
+  # eval_shape runs the model's setup and shape logic: bad configs fail here, in seconds.
+  abstract_state = jax.eval_shape(
+      functools.partial(fns["init_state"], model=model, tx=tx, config=config), jax.random.key(0), abstract_batch)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                abstract_state, state_sharding)
+  return Setup(config, module, model, tx, schedule, train_data, mesh, batch_sharding, replicated, fns,
+               abstract_state, state_sharding)
+
+
+def restore_or_init(s, checkpointer):
+  if checkpointer.latest_step() is not None:
+    logger.info("Resuming from %s/%d.", checkpointer.directory, checkpointer.latest_step())
+    return checkpointer.restore(s.abstract_state)
+  return s.init()
+
+
+def evaluate_state(s, state, split=None, num_examples=None):
+  """Averages of the model's per-example terms over a split (default config.eval_split, all examples)."""
+  config = s.config
+  split = split or config.eval_split
+  dataset = data.load(config.dataset, split, config.data_dir)
+  batch_size = config.eval_batch_size or config.batch_size
+  rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
+  totals = None
+  rng = jax.random.key(config.seed + 1)
+  for i, local in enumerate(data.eval_batches(dataset, batch_size, rows, num_examples or None)):
+    sums = s.eval_step(state, s.batch(local), jax.random.fold_in(rng, i))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = totals.pop("count")
+  return {k: float(v / count) for k, v in totals.items()} | {"num_examples": int(count)}
+
+
+def write_samples(s, state, path, num=None):
+  num = num or s.config.num_samples
+  labels = jnp.arange(num) % max(s.train_data.num_classes, 1)
+  images = s.sample(state, jax.random.key(s.config.seed + 2), labels)
+  writers.save_png(path, writers.image_grid(jax.device_get(images)), scale=2)
+  return images
+
+
+class _StopRequest:
+  """Turns SIGTERM (TPU preemption) and SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = None
+    self._previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no handlers, no graceful stop
+        pass
+
+  def _handle(self, signum, frame):
+    self.requested = signal.Signals(signum).name
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final train state."""
+  s = setup(config)
+  config = s.config
+  checkpoints.check_workdir_config(workdir, config)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
+  writer = writers.MetricWriter(workdir)
+  state = restore_or_init(s, checkpointer)
+  start = int(jax.device_get(state["step"]))
+  logger.info("Training %s on %s (%d train examples) on %d device(s); params: %d; steps %d -> %d.",
+               config.model_name, config.dataset, s.train_data.num_examples, jax.device_count(),
+               sum(x.size for x in jax.tree.leaves(state["params"])), start, config.total_steps)
+  rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
+  batches = data.train_batches(s.train_data, config.batch_size, config.seed, start, rows)
+  rng = jax.random.key(config.seed)
+  stop = _StopRequest()
+  step, previous, interval = start, None, []
+  try:
+    while step < config.total_steps:
+      state, metrics = s.train_step(state, s.batch(next(batches)), rng)
+      step += 1
+      if step == start + 1:  # the first step compiled: time from here on
+        jax.block_until_ready(metrics)
+        interval_start, busy, timed_from = time.perf_counter(), 0.0, step
+      # Read the previous step's metrics once this one is queued, so the device never waits for the host.
+      if previous is not None:
+        interval.append(_checked(jax.device_get(previous), config))
+      previous = metrics
+      if step % config.log_every == 0 or step == config.total_steps:
+        interval.append(_checked(jax.device_get(previous), config))
+        previous = None
+        now = time.perf_counter()
+        _log_train(writer, step, config, interval, step - timed_from, now - interval_start - busy, s.schedule)
+        interval, interval_start, busy, timed_from = [], now, 0.0, step
+      t_busy = time.perf_counter()
+      if step % config.eval_every == 0 or step == config.total_steps:
+        results = evaluate_state(s, state, num_examples=config.eval_examples)
+        writer.write(step, {f"eval/{k}": v for k, v in results.items()})
+        logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in results.items()})
+        write_samples(s, state, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
+      if step % config.ckpt_every == 0 or step == config.total_steps:
+        checkpointer.save(state)
+      if stop.requested:
+        logger.warning("%s received: saving step %d and stopping.", stop.requested, step)
+        checkpointer.save(state)
+        break
+      busy += time.perf_counter() - t_busy
+  finally:
+    stop.restore()
+    checkpointer.close()
+    writer.close()
+  return state
+
+
+def _checked(metrics, config):
+  """Stops the run after config.max_consecutive_skips non-finite updates in a row; returns metrics."""
+  if int(metrics["consecutive_skips"]) >= config.max_consecutive_skips:
+    raise FloatingPointError(
+        f"{int(metrics['consecutive_skips'])} updates in a row had a non-finite loss or gradient and were skipped; "
+        f"stopping (the last checkpoint holds finite values). Lower config.optimizer.lr, set "
+        f"config.optimizer.grad_clip_norm, or lengthen config.optimizer.warmup_steps.")
+  return metrics
+
+
+def _log_train(writer, step, config, interval_metrics, interval_steps, interval_time, schedule):
+  means = {k: float(np.mean([np.asarray(m[k]) for m in interval_metrics])) for k in interval_metrics[-1]}
+  last = interval_metrics[-1]
+  means["skipped_updates"] = int(last["skipped_updates"])
+  means.pop("consecutive_skips", None)
+  row = {f"train/{k}": v for k, v in means.items()}
+  row["train/lr"] = float(schedule(step - 1))
+  images_per_sec, eta = float("nan"), float("nan")
+  if interval_steps:  # steps timed in this interval (the compiling first step is not)
+    images_per_sec = config.batch_size * interval_steps / max(interval_time, 1e-9)
+    row["perf/images_per_sec"] = images_per_sec
+    row["perf/step_time_s"] = interval_time / interval_steps
+    eta = (config.total_steps - step) * interval_time / interval_steps
+  writer.write(step, row)
+  writers.log_progress(step, config.total_steps, row, images_per_sec, eta)
+
+
+def restore_for_eval(config, workdir):
+  """(Setup, state) from the latest checkpoint in workdir, for evaluation and sampling scripts."""
+  s = setup(config)
+  checkpoints.check_workdir_config(workdir, s.config, write=False)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=s.config.keep_checkpoints)
+  if checkpointer.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first with "
+                            f"python -m experiments.train --config=... --workdir={workdir}.")
+  state = checkpointer.restore(s.abstract_state)
+  checkpointer.close()
+  return s, state
