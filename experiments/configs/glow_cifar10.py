@@ -19,7 +19,7 @@ def get_config(arg=None):
   config.batch_size, config.total_steps = 512, 200_000  # 8 GPUs x 64 as in openai/glow; ~2000 epochs
   config.model_name = "flows.glow"
   config.model = dict(image_shape=(32, 32, 3), levels=3, depth=32, hidden_channels=512, coupling="affine",
-                      permutation="conv", learn_top=True, num_bits=8, remat=True)
+                      permutation="conv", learn_top=True, num_bits=8, remat=True, unroll=1)
   # Linear warmup over 10 epochs (openai/glow --epochs_warmup 10), then constant.
   config.optimizer = dict(name="adam", lr=1e-3, warmup_steps=1_000, grad_clip_norm=0.0)
   config.ema_decay = 0.999  # openai/glow evaluates Polyak-averaged parameters
@@ -29,7 +29,8 @@ def get_config(arg=None):
   if arg == "bench":
     config.batch_size = 16
     config.model = dict(image_shape=(32, 32, 3), levels=3, depth=8, hidden_channels=256, coupling="affine",
-                        permutation="conv_lu", learn_top=True, num_bits=8, remat=False)
+                        permutation="conv_lu", learn_top=True, num_bits=8, remat=False,
+                        unroll=8)  # unrolled: ~1.3x faster on CPU; compiles in ~20 s at this depth
   elif arg == "smoke":
     config.batch_size, config.total_steps = 8, 2
     config.model = dict(image_shape=(32, 32, 3), levels=3, depth=2, hidden_channels=8)
