@@ -9,7 +9,6 @@ one would, and each host of a multi-host job reads only its own slice of every g
 import concurrent.futures
 import dataclasses
 import importlib.resources
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,7 +30,7 @@ class Dataset:
     indices = np.asarray(indices)
     if isinstance(self._source, dict):  # in-memory arrays
       return {"image": self._source["image"][indices], "label": self._source["label"][indices]}
-    items = self._source.__getitems__([int(i) for i in indices])
+    items = [self._source[int(i)] for i in indices]
     return {"image": np.stack([np.asarray(e["image"], np.uint8) for e in items]).reshape((-1,) + self.image_shape),
             "label": np.asarray([e["label"] for e in items], np.int32)}
 
@@ -73,10 +72,11 @@ def load(name, split, data_dir=None):
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(f"Unknown dataset {name!r}: set config.dataset to 'digits' (bundled) or a TFDS image dataset "
                      f"name such as 'mnist', 'fashion_mnist' or 'cifar10'.") from None
-  if not os.path.isdir(builder.data_dir) or not any(
-      f.endswith(".array_record") or ".array_record-" in f for f in os.listdir(builder.data_dir)):
-    raise _missing_data_error(name, data_dir, builder.data_dir)
-  source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except (NotImplementedError, RuntimeError, FileNotFoundError, AssertionError) as e:
+    # TFDS reports missing data as "file format TFRECORD is not supported" and the like: say what to do instead.
+    raise _missing_data_error(name, data_dir, builder.data_dir) from e
   features = builder.info.features
   if "image" not in features:
     raise ValueError(f"TFDS dataset {name!r} has no 'image' feature; jaxgen models images.")
