@@ -3,7 +3,11 @@ in-process and in subprocesses) and helpers for perturbing zero-initialised para
 import os
 import tempfile
 
-import jax
+# Tiny shapes: compile time dominates, and XLA's optimisation passes cost more than they save (STYLE.md; set in
+# the environment so subprocesses of the CLI tests inherit it).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+
+import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 CACHE_DIR = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
