@@ -1,0 +1,647 @@
+r"""NVAE: a deep hierarchical VAE (Vahdat & Kautz 2020, "NVAE: A Deep Hierarchical Variational Autoencoder").
+
+Structure (paper Sec. 3 and Fig. 2; NVlabs/NVAE model.py `AutoEncoder`), images at 2^b levels, x in [0, 1]:
+
+  bottom-up:  stem Conv3x3(2x - 1) -> pre-processing cells (each block ends with a down cell, channels x2)
+              -> encoder tower: per latent scale (finest first), per group: `num_cell_per_cond_enc` residual
+                 cells, the features kept for that group's posterior; a down cell between scales.
+  top-down:   learned input h_0 (prior_ftr0) -> per scale (coarsest first), per group: `num_cell_per_cond_dec`
+              generative cells (not before the first group), then z_l joins through Conv1x1([h, z_l]);
+              an up cell between scales -> post-processing cells (each block starts with an up cell)
+              -> ELU-Conv3x3 -> decoder parameters (discretised logistic mixture, or Bernoulli logits).
+
+Groups: `groups_per_scale` (official utils.py) gives scale 0 (the finest latent scale) `num_groups_per_scale`
+groups; with `ada_groups` each coarser scale has half as many, at least `min_groups_per_scale`.
+
+Latents (Sec. 3.2), all Normal with mu and log sigma passed through soft_clamp5(x) = 5 tanh(x / 5) and
+sigma = exp(log sigma) + 0.01 (official distributions.py `Normal`):
+  p(z_1) = N(0, 1.01^2)  (the official N(mu=0, log_sigma=0) including its +0.01),
+  p(z_l | z_<l) = N(mu_p, sigma_p)                          from ELU-Conv1x1 of the top-down features,
+  q(z_l | x, z_<l) = N(mu_p + dmu_q, exp(log sigma_p + dlog sigma_q))   (`res_dist`, residual Normal),
+  KL(q || p) analytic per element: 0.5 (dmu^2 / sigma_p^2 + sigma_q^2 / sigma_p^2) - 0.5 - log(sigma_q / sigma_p).
+With `num_nf` > 0, each posterior sample goes through that many `PairedCellAR` volume-preserving autoregressive
+flows and the KL becomes the one-sample estimate log q(z) - log p(z) (official `with_nf`).
+
+Training objective (official train.py / utils.py): recon + beta * KL-balanced sum over groups (beta = KL warm-up
+coefficient; balancing only while beta < 1) + lambda * (sum of spectral norms + sum of max |BN gamma|).
+
+Evaluation: `log_prob` is the ELBO (one posterior sample, BN in inference mode); `importance_weighted_log_prob`
+the K-sample bound log (1/K) sum_k p(x, z_k) / q(z_k | x), computed in chunks.
+
+Sampling: `sample(rng, num, temperature)` scales every prior's sigma (and the logistic noise of the output) by
+the temperature. The paper re-adjusts BatchNorm statistics at that temperature (Sec. 5.2):
+`readjust_batch_stats` returns them (500 generator passes in training mode, batch 36, as evaluate.py);
+keep the result and pass it as "batch_stats" to `sample`, so it is computed once per temperature.
+"""
+import functools
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen import distributions
+from jaxgen.vae import cells
+from jaxgen.vae import spectral
+
+CHANNEL_MULT = 2
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the official utils.py / distributions.py.
+# ----------------------------------------------------------------------------------------------
+
+
+def groups_per_scale(num_scales, num_groups_per_scale, ada_groups=False, min_groups_per_scale=1, divider=2):
+  """Groups at each latent scale, finest scale first (official utils.py `groups_per_scale`)."""
+  groups, n = [], num_groups_per_scale
+  for _ in range(num_scales):
+    if n < 1:
+      raise ValueError("num_groups_per_scale must be >= 1")
+    groups.append(n)
+    if ada_groups:
+      n = max(min_groups_per_scale, n // divider)
+  return groups
+
+
+def kl_balancer_coeff(groups):
+  """alpha_i of KL balancing, official `kl_balancer_coeff(fun='square')`, in decoder order (coarsest first).
+
+  A group at decoder scale i (0 = coarsest) gets 4^i / (groups at that scale), normalised so the smallest is 1.
+  """
+  num_scales = len(groups)
+  coeff = np.concatenate([np.full(groups[num_scales - i - 1], (2.0 ** i) ** 2 / groups[num_scales - i - 1])
+                          for i in range(num_scales)])
+  return coeff / coeff.min()  # [G]
+
+
+def kl_coeff(step, anneal_steps, const_steps, min_coeff):
+  """KL warm-up beta(step) = max(min((step - const_steps) / anneal_steps, 1), min_coeff) (official `kl_coeff`)."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.maximum(jnp.minimum((step - const_steps) / max(anneal_steps, 1), 1.0), min_coeff)
+
+
+def kl_balance(kl_all, beta, alpha):
+  """beta * sum_i gamma_i KL_i per example (official `kl_balancer(kl_balance=True)`).  kl_all [B, G] -> [B].
+
+  gamma_i is proportional to (mean_batch |KL_i| + 0.01) / alpha_i, normalised to mean 1 and not differentiated;
+  balancing applies only while beta < 1, afterwards the plain sum.
+  """
+  coeff = jnp.mean(jnp.abs(kl_all), axis=0) + 0.01  # [G]
+  coeff = coeff / alpha * jnp.sum(coeff)
+  coeff = jax.lax.stop_gradient(coeff / jnp.mean(coeff))
+  balanced = jnp.sum(kl_all * coeff, axis=1)
+  return beta * jnp.where(beta < 1.0, balanced, jnp.sum(kl_all, axis=1))
+
+
+def soft_clamp5(x):
+  """Differentiable clamp to (-5, 5): 5 tanh(x / 5) (official `soft_clamp5`)."""
+  return 5.0 * jnp.tanh(x / 5.0)
+
+
+def normal_params(mu, log_sigma, temperature=1.0):
+  """(mu, sigma) of the official `Normal`: soft-clamped, sigma = (exp(log sigma) + 0.01) * temperature."""
+  return soft_clamp5(mu), (jnp.exp(soft_clamp5(log_sigma)) + 1e-2) * temperature
+
+
+def normal_log_prob_elementwise(z, mu, sigma):
+  return -0.5 * jnp.square((z - mu) / sigma) - 0.5 * _LOG_2PI - jnp.log(sigma)
+
+
+def normal_kl_elementwise(mu_q, sigma_q, mu_p, sigma_p):
+  """KL(N(mu_q, sigma_q) || N(mu_p, sigma_p)) per element (official `Normal.kl`)."""
+  term1 = (mu_q - mu_p) / sigma_p
+  term2 = sigma_q / sigma_p
+  return 0.5 * (term1 * term1 + term2 * term2) - 0.5 - jnp.log(term2)
+
+
+def preprocess_images(images, *, num_bits=8, binarized=False, pad=0):
+  """uint8 [B, H, W, C] -> (x in [0, 1] zero-padded [B, H+2p, W+2p, C], likelihood targets [B, H, W, C]).
+
+  Binarized: targets are the 0/1 images. Otherwise targets are the `num_bits`-bit levels floor(x / 2^(8-b))
+  (official utils.py `pre_process`) and x = levels / (2^b - 1).
+  """
+  if binarized:
+    target = images
+    x = images.astype(jnp.float32)
+  else:
+    if not jnp.issubdtype(images.dtype, jnp.integer):
+      raise ValueError("images must be integers (uint8 0..255) as the input pipeline hands them out")
+    target = jnp.floor_divide(images.astype(jnp.int32), 2 ** (8 - num_bits))
+    x = target.astype(jnp.float32) / (2 ** num_bits - 1)
+  if pad:
+    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return x, target
+
+
+def _sum_hwc(x):  # [B, H, W, C] -> [B]
+  return jnp.sum(x, axis=(1, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# The model.
+# ----------------------------------------------------------------------------------------------
+
+
+class Model(nn.Module):
+  """NVAE. Hyperparameters follow the official train.py flags of the same names.
+
+  Images enter as uint8 [B, H, W, C]: 0/1 with `binarized` (Bernoulli decoder), otherwise 8-bit values reduced
+  to `num_bits` bits as official `pre_process` (floor(x / 2^(8 - b))) and modelled by a discretised logistic
+  mixture with `num_mixture_dec` components. `pad` pixels of zeros are added on each side (2 for 28x28 MNIST,
+  as the official loader) and left out of the likelihood and the samples.
+  """
+  image_size: int = 32
+  image_channels: int = 3
+  binarized: bool = False
+  num_bits: int = 8
+  pad: int = 0
+  # Architecture.
+  num_channels_enc: int = 32
+  num_channels_dec: int = 32
+  num_preprocess_blocks: int = 2
+  num_preprocess_cells: int = 3
+  num_postprocess_blocks: int = 2
+  num_postprocess_cells: int = 3
+  num_cell_per_cond_enc: int = 1
+  num_cell_per_cond_dec: int = 1
+  num_latent_scales: int = 1
+  num_groups_per_scale: int = 10
+  num_latent_per_group: int = 20
+  ada_groups: bool = False
+  min_groups_per_scale: int = 1
+  num_mixture_dec: int = 10
+  num_nf: int = 0
+  use_se: bool = True
+  res_dist: bool = True
+  # Objective.
+  kl_anneal_steps: int = 0       # official kl_anneal_portion (0.3) * total steps
+  kl_const_steps: int = 0        # official kl_const_portion (1e-4) * total steps
+  kl_const_coeff: float = 1e-4
+  kl_balance: bool = True
+  weight_decay_norm: float = 1e-2
+  weight_decay_norm_init: float = 10.0
+  weight_decay_norm_anneal: bool = False
+  num_power_iterations: int = spectral.NUM_POWER_ITERATIONS
+  report_kl_per_group: bool = True
+  # Implementation of the depthwise convolutions (same math): "auto" = shifted sums with a custom gradient on
+  # CPU (several times faster there), lax grouped convolution elsewhere; "lax" also supports forward-mode AD.
+  depthwise_impl: str = "auto"
+
+  # --- static structure ------------------------------------------------------------------------
+
+  @property
+  def groups(self):
+    return groups_per_scale(self.num_latent_scales, self.num_groups_per_scale, self.ada_groups,
+                            self.min_groups_per_scale)
+
+  @property
+  def num_groups(self):
+    return sum(self.groups)
+
+  @property
+  def padded_size(self):
+    return self.image_size + 2 * self.pad
+
+  @property
+  def _num_downsamplings(self):
+    return self.num_preprocess_blocks + self.num_latent_scales - 1
+
+  def latent_shapes(self):
+    """(h, w, c) of every latent group in decoder order (coarsest scale first)."""
+    shapes, top = [], self.padded_size // 2 ** self._num_downsamplings
+    for s in range(self.num_latent_scales):
+      size = top * 2 ** s
+      shapes += [(size, size, self.num_latent_per_group)] * self.groups[self.num_latent_scales - s - 1]
+    return shapes
+
+  def _check_config(self):
+    factor = 2 ** self._num_downsamplings
+    if self.padded_size % factor:
+      raise ValueError(
+          f"image_size + 2 * pad = {self.padded_size} must be divisible by 2^(num_preprocess_blocks + "
+          f"num_latent_scales - 1) = {factor}; change pad, num_preprocess_blocks or num_latent_scales.")
+    if not 1 <= self.num_bits <= 8:
+      raise ValueError(f"num_bits must be in 1..8, got {self.num_bits}")
+    if self.binarized and self.num_bits != 8:
+      raise ValueError("binarized data uses a Bernoulli decoder; num_bits does not apply (leave it at 8)")
+    if self.num_preprocess_cells < 1 or self.num_postprocess_cells < 1:
+      raise ValueError("num_preprocess_cells and num_postprocess_cells must be >= 1")
+    if self.num_postprocess_blocks != self.num_preprocess_blocks:
+      raise ValueError("num_postprocess_blocks must equal num_preprocess_blocks, or the decoder's output "
+                       "resolution differs from the input's")
+
+  @property
+  def _vanilla(self):
+    return self.num_latent_scales == 1 and self.num_groups_per_scale == 1
+
+  def _encoder_plan(self):
+    """Ops of the bottom-up tower, official `init_encoder_tower`: ('cell'|'combiner'|'down', channels)."""
+    plan, mult = [], CHANNEL_MULT ** self.num_preprocess_blocks
+    if self._vanilla:
+      return plan, mult
+    for s in range(self.num_latent_scales):
+      for g in range(self.groups[s]):
+        plan += [("cell", self.num_channels_enc * mult)] * self.num_cell_per_cond_enc
+        if not (s == self.num_latent_scales - 1 and g == self.groups[s] - 1):
+          plan.append(("combiner", self.num_channels_enc * mult))
+      if s < self.num_latent_scales - 1:
+        plan.append(("down", self.num_channels_enc * mult * CHANNEL_MULT))
+        mult *= CHANNEL_MULT
+    return plan, mult
+
+  def _decoder_plan(self):
+    """Ops of the top-down tower, official `init_decoder_tower`: ('cell'|'combiner'|'up', channels)."""
+    plan, mult = [], CHANNEL_MULT ** self._num_downsamplings
+    if self._vanilla:
+      return plan, mult
+    for s in range(self.num_latent_scales):
+      for g in range(self.groups[self.num_latent_scales - s - 1]):
+        if not (s == 0 and g == 0):
+          plan += [("cell", self.num_channels_dec * mult)] * self.num_cell_per_cond_dec
+        plan.append(("combiner", self.num_channels_dec * mult))
+      if s < self.num_latent_scales - 1:
+        plan.append(("up", self.num_channels_dec * mult // CHANNEL_MULT))
+        mult //= CHANNEL_MULT
+    return plan, mult
+
+  @property
+  def _num_output_params(self):
+    if self.binarized:
+      return self.image_channels
+    return distributions.dmol_num_params(self.image_channels, self.num_mixture_dec)
+
+  def setup(self):
+    self._check_config()
+    c_enc, c_dec, latent = self.num_channels_enc, self.num_channels_dec, self.num_latent_per_group
+    self.stem = cells.Conv2D(c_enc, 3, padding=1, use_bias=True)
+    pre, mult = [], 1
+    for _ in range(self.num_preprocess_blocks):
+      for c in range(self.num_preprocess_cells):
+        if c == self.num_preprocess_cells - 1:
+          pre.append(cells.ResidualCell(c_enc * mult * CHANNEL_MULT, "encoder", "down", use_se=self.use_se))
+          mult *= CHANNEL_MULT
+        else:
+          pre.append(cells.ResidualCell(c_enc * mult, "encoder", "none", use_se=self.use_se))
+    self.pre_process = pre
+
+    enc_plan, mult = self._encoder_plan()
+    enc_ops = []
+    for kind, ch in enc_plan:
+      if kind == "combiner":
+        enc_ops.append(cells.EncCombiner(ch))
+      else:
+        enc_ops.append(cells.ResidualCell(ch, "encoder", "down" if kind == "down" else "none",
+                                          use_se=self.use_se))
+    self.enc_tower = enc_ops
+    self.enc0 = cells.Conv2D(c_enc * mult, 1, use_bias=True)  # used as ELU-Conv-ELU
+
+    # Per-group samplers and flows, decoder order (input channels are inferred).
+    enc_sampler, dec_sampler, nf_cells = [], [], []
+    for s in range(self.num_latent_scales):
+      for g in range(self.groups[self.num_latent_scales - s - 1]):
+        enc_sampler.append(cells.Conv2D(2 * latent, 3, padding=1, use_bias=True))
+        nf_cells += [cells.PairedCellAR(self.depthwise_impl) for _ in range(self.num_nf)]
+        if not (s == 0 and g == 0):
+          dec_sampler.append(cells.Conv2D(2 * latent, 1, use_bias=True))  # used as ELU-Conv
+    self.enc_sampler, self.dec_sampler, self.nf_cells = enc_sampler, dec_sampler, nf_cells
+
+    dec_plan, mult = self._decoder_plan()
+    dec_ops = []
+    for kind, ch in dec_plan:
+      if kind == "combiner":
+        dec_ops.append(cells.DecCombiner(ch))
+      else:
+        dec_ops.append(cells.ResidualCell(ch, "decoder", "up" if kind == "up" else "none", expansion=6,
+                                          use_se=self.use_se, depthwise_impl=self.depthwise_impl))
+    self.dec_tower = dec_ops
+    if self._vanilla:
+      self.stem_decoder = cells.Conv2D(c_enc * mult, 1, use_bias=True)
+
+    top = self.padded_size // 2 ** self._num_downsamplings
+    top_channels = c_dec * CHANNEL_MULT ** self._num_downsamplings
+    # Learned input of the top-down path, torch.rand init.
+    self.prior_ftr0 = self.param("prior_ftr0", nn.initializers.uniform(1.0), (top, top, top_channels))
+
+    post = []
+    for _ in range(self.num_postprocess_blocks):
+      for c in range(self.num_postprocess_cells):
+        if c == 0:
+          post.append(cells.ResidualCell(c_dec * mult // CHANNEL_MULT, "decoder", "up", expansion=3,
+                                         use_se=self.use_se, depthwise_impl=self.depthwise_impl))
+          mult //= CHANNEL_MULT
+        else:
+          post.append(cells.ResidualCell(c_dec * mult, "decoder", "none", expansion=3, use_se=self.use_se,
+                                         depthwise_impl=self.depthwise_impl))
+    self.post_process = post
+    self.image_conditional = cells.Conv2D(self._num_output_params, 3, padding=1, use_bias=True)
+    self.spectral_regularizer = spectral.SpectralRegularizer(self.num_power_iterations)
+
+  # --- data ------------------------------------------------------------------------------------
+
+  def _preprocess(self, images):
+    """uint8 [B, H, W, C] -> (x in [0, 1] padded [B, H+2p, W+2p, C], targets for the likelihood)."""
+    if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.image_channels):
+      raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, {self.image_channels}], "
+                       f"got {images.shape}; set the model's image_size / image_channels to the dataset's.")
+    return preprocess_images(images, num_bits=self.num_bits, binarized=self.binarized, pad=self.pad)
+
+  def _crop(self, y):
+    if not self.pad:
+      return y
+    p = self.pad
+    return y[:, p:p + self.image_size, p:p + self.image_size]
+
+  def _nll(self, params, target):
+    """-log p(x | z) per example.  params [B, H, W, P] (cropped), target uint8/int [B, H, W, C] -> [B]."""
+    if self.binarized:
+      return -distributions.bernoulli_log_prob(target, params)
+    return -distributions.discretized_logistic_mixture_log_prob(target, params, self.num_bits)
+
+  # --- networks --------------------------------------------------------------------------------
+
+  def _flows(self, z, group):
+    log_det = jnp.zeros(z.shape[:1], z.dtype)
+    for n in range(self.num_nf):
+      z, ld = self.nf_cells[group * self.num_nf + n](z)
+      log_det = log_det + ld
+    return z, log_det
+
+  def _group_terms(self, q, p, z0, z, log_det):
+    """Per-group log q, log p [B], KL [B] and per-channel KL averaged over the batch [C]."""
+    log_q_el = normal_log_prob_elementwise(z0, *q)
+    log_p_el = normal_log_prob_elementwise(z, *p)
+    if self.num_nf:
+      kl_el = log_q_el - log_p_el  # one-sample estimate (official `with_nf`)
+      kl = _sum_hwc(kl_el) - log_det
+    else:
+      kl_el = normal_kl_elementwise(*q, *p)
+      kl = _sum_hwc(kl_el)
+    kl_diag = jnp.mean(jnp.sum(kl_el, axis=(1, 2)), axis=0)  # [C]
+    return _sum_hwc(log_q_el) - log_det, _sum_hwc(log_p_el), kl, kl_diag
+
+  def _forward(self, x, train):
+    """Encoder + decoder on x in [0, 1] (padded).  Returns decoder params (cropped) and the latent terms."""
+    s = self.stem(2.0 * x - 1.0)
+    for cell in self.pre_process:
+      s = cell(s, train)
+    enc_plan, _ = self._encoder_plan()
+    combiners, combiner_inputs = [], []
+    for (kind, _), op in zip(enc_plan, self.enc_tower):
+      if kind == "combiner":
+        combiners.append(op)
+        combiner_inputs.append(s)
+      else:
+        s = op(s, train)
+    combiners.reverse()
+    combiner_inputs.reverse()
+
+    ftr = jax.nn.elu(self.enc0(jax.nn.elu(s)))
+    mu_q, log_sig_q = jnp.split(self.enc_sampler[0](ftr), 2, axis=-1)
+    q = normal_params(mu_q, log_sig_q)
+    z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
+    z, log_det = self._flows(z0, 0)
+    p = normal_params(jnp.zeros_like(z), jnp.zeros_like(z))
+    terms = [self._group_terms(q, p, z0, z, log_det)]
+    zs = [z]
+
+    batch = x.shape[0]
+    s = jnp.broadcast_to(self.prior_ftr0[None], (batch,) + self.prior_ftr0.shape)
+    dec_plan, _ = self._decoder_plan()
+    idx = 0
+    for (kind, _), op in zip(dec_plan, self.dec_tower):
+      if kind != "combiner":
+        s = op(s, train)
+        continue
+      if idx > 0:
+        mu_p, log_sig_p = jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
+        ftr = combiners[idx - 1](combiner_inputs[idx - 1], s)
+        mu_q, log_sig_q = jnp.split(self.enc_sampler[idx](ftr), 2, axis=-1)
+        if self.res_dist:
+          q = normal_params(mu_p + mu_q, log_sig_p + log_sig_q)
+        else:
+          q = normal_params(mu_q, log_sig_q)
+        z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
+        z, log_det = self._flows(z0, idx)
+        p = normal_params(mu_p, log_sig_p)
+        terms.append(self._group_terms(q, p, z0, z, log_det))
+        zs.append(z)
+      s = op(s, z)
+      idx += 1
+    if self._vanilla:
+      s = self.stem_decoder(z)
+    for cell in self.post_process:
+      s = cell(s, train)
+    params = self._crop(self.image_conditional(jax.nn.elu(s)))
+    log_q, log_p, kl, kl_diag = zip(*terms)
+    return params, dict(log_q=sum(log_q), log_p=sum(log_p), kl_all=jnp.stack(kl, axis=1),  # [B, G]
+                        kl_diag=list(kl_diag), z=zs)
+
+  def _forward_collecting_kernels(self, x, train):
+    """`_forward`, also returning the effective kernel of every convolution (for spectral regularisation)."""
+    kernels = []
+
+    def collect(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name == "effective_kernel" and isinstance(context.module, cells.Conv2D):
+        kernels.append(out)
+      return out
+
+    with nn.intercept_methods(collect):
+      params, aux = self._forward(x, train)
+    return params, aux, kernels
+
+  # --- public API ------------------------------------------------------------------------------
+
+  def __call__(self, images, labels=None, *, train: bool = False, step=None):
+    return self.losses(images, labels, train=train, step=step)
+
+  def losses(self, images, labels=None, *, train: bool, step=None):
+    """Per-example losses [B]. "loss" is what training minimises; the rest are reported.
+
+    Training: recon + KL-balanced beta * KL + lambda * (spectral + BN-scale) regularisation; evaluation (or
+    train=False): the negative ELBO. "nelbo" is always recon + KL (no warm-up), in nats, and "nelbo_bpd" its
+    bits per dimension ("nelbo_nats" only for binarized data).
+    """
+    del labels  # unconditional
+    x, target = self._preprocess(images)
+    params, aux, kernels = self._forward_collecting_kernels(x, train)
+    recon = self._nll(params, target)  # [B]
+    kl_all = aux["kl_all"]  # [B, G]
+    kl = jnp.sum(kl_all, axis=1)
+    nelbo = recon + kl
+    spectral_loss = self.spectral_regularizer(kernels, update=train)
+    bn_loss = spectral.batchnorm_scale_loss(self.variables["params"])
+    beta = jnp.ones((), jnp.float32)
+    if train and step is not None and self.kl_anneal_steps > 0:
+      beta = kl_coeff(step, self.kl_anneal_steps, self.kl_const_steps, self.kl_const_coeff)
+    if train:
+      alpha = jnp.asarray(kl_balancer_coeff(self.groups), jnp.float32)
+      kl_term = kl_balance(kl_all, beta, alpha) if self.kl_balance else beta * kl
+      lam = spectral.regularization_coefficient(beta, self.weight_decay_norm, self.weight_decay_norm_init,
+                                                self.weight_decay_norm_anneal)
+      loss = recon + kl_term + lam * (spectral_loss + bn_loss)
+    else:
+      lam = jnp.zeros((), jnp.float32)
+      loss = nelbo
+    batch = images.shape[0]
+    active = sum(jnp.sum(d > 0.1) for d in aux["kl_diag"]).astype(jnp.float32)
+    full = lambda v: jnp.broadcast_to(v, (batch,))
+    out = dict(loss=loss, nelbo=nelbo, recon=recon, kl=kl, kl_coeff=full(beta), spectral_loss=full(spectral_loss),
+               bn_loss=full(bn_loss), reg_coeff=full(lam), active_units=full(active))
+    if self.binarized:
+      out["nelbo_nats"] = nelbo
+    else:
+      out["nelbo_bpd"] = nelbo / (np.prod(images.shape[1:]) * np.log(2.0))
+    if self.report_kl_per_group:
+      out.update({f"kl_group_{i:02d}": kl_all[:, i] for i in range(kl_all.shape[1])})
+    return out
+
+  def log_prob(self, images):
+    """ELBO per example [B] in nats (one posterior sample; BN in inference mode)."""
+    x, target = self._preprocess(images)
+    params, aux = self._forward(x, train=False)
+    return -(self._nll(params, target) + jnp.sum(aux["kl_all"], axis=1))
+
+  def log_importance_weights(self, images):
+    """log p(x | z) + log p(z) - log q(z | x) for one z ~ q per example, [B] (BN in inference mode)."""
+    x, target = self._preprocess(images)
+    params, aux = self._forward(x, train=False)
+    return -self._nll(params, target) + aux["log_p"] - aux["log_q"]
+
+  def kl_per_group(self, images):
+    """KL of every group [B, G] (decoder order) and the number of active units (channels whose batch-mean KL,
+    summed over positions, exceeds 0.1 nats, as the official `kl/total_active`)."""
+    x, _ = self._preprocess(images)
+    _, aux = self._forward(x, train=False)
+    active = sum(jnp.sum(d > 0.1) for d in aux["kl_diag"])
+    return aux["kl_all"], active
+
+  def posterior_latents(self, images):
+    """One sample z_l ~ q of every group (after the flows), decoder order: list of [B, h_l, w_l, c]."""
+    x, _ = self._preprocess(images)
+    return self._forward(x, train=False)[1]["z"]
+
+  def generate(self, rng, num: int, temperature: float = 1.0, train: bool = False):
+    """Top-down pass from the prior at `temperature`: decoder parameters [num, H, W, P] (cropped).
+
+    With train=True BatchNorm normalises with the batch statistics and updates its running averages
+    (the official BN re-adjustment runs this under `model.train()`).
+    """
+    top_shape = self.latent_shapes()[0]
+    mu, sigma = normal_params(jnp.zeros((num,) + top_shape), jnp.zeros((num,) + top_shape), temperature)
+    z = mu + sigma * jax.random.normal(jax.random.fold_in(rng, 0), mu.shape)
+    s = jnp.broadcast_to(self.prior_ftr0[None], (num,) + self.prior_ftr0.shape)
+    dec_plan, _ = self._decoder_plan()
+    idx = 0
+    for (kind, _), op in zip(dec_plan, self.dec_tower):
+      if kind != "combiner":
+        s = op(s, train)
+        continue
+      if idx > 0:
+        mu_p, log_sig_p = jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
+        mu, sigma = normal_params(mu_p, log_sig_p, temperature)
+        z = mu + sigma * jax.random.normal(jax.random.fold_in(rng, idx), mu.shape, mu.dtype)
+      s = op(s, z)
+      idx += 1
+    if self._vanilla:
+      s = self.stem_decoder(z)
+    for cell in self.post_process:
+      s = cell(s, train)
+    return self._crop(self.image_conditional(jax.nn.elu(s)))
+
+  def sample(self, rng, num: int, temperature: float = 1.0):
+    """uint8 [num, H, W, C] samples at `temperature` (0/1 for binarized data, 8-bit values otherwise).
+
+    Uses the "batch_stats" it is given: pass the result of `readjust_batch_stats` for the paper's samples.
+    """
+    rng_latent, rng_pixels = jax.random.split(rng)
+    params = self.generate(rng_latent, num, temperature, train=False)
+    if self.binarized:
+      return distributions.bernoulli_sample(rng_pixels, params).astype(jnp.uint8)
+    levels = distributions.discretized_logistic_mixture_sample(
+        rng_pixels, params, self.image_channels, self.num_bits, temperature)
+    scale = 255.0 / (2 ** self.num_bits - 1)
+    return jnp.round(levels.astype(jnp.float32) * scale).astype(jnp.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation and sampling helpers (pure functions of the variables).
+# ----------------------------------------------------------------------------------------------
+
+
+def importance_weighted_log_prob(model, variables, images, rng, num_samples=1000, chunk_size=10):
+  """log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q (Burda et al. 2016), per example [B] in nats.
+
+  The K samples are drawn `chunk_size` at a time (the batch repeated chunk_size times per forward pass) and
+  folded into a running log-sum-exp, so memory is that of a batch of B * chunk_size. K=1000 in the paper.
+  """
+  batch = images.shape[0]
+  chunk_size = max(1, min(chunk_size, num_samples))
+  num_chunks = -(-num_samples // chunk_size)
+  tiled = jnp.tile(images, (chunk_size, 1, 1, 1))  # [chunk * B, H, W, C], sample-major
+
+  def body(acc, i):
+    log_w = model.apply(variables, tiled, rngs={"sample": jax.random.fold_in(rng, i)},
+                        method=Model.log_importance_weights).reshape(chunk_size, batch)
+    valid = (i * chunk_size + jnp.arange(chunk_size)) < num_samples
+    log_w = jnp.where(valid[:, None], log_w, -jnp.inf)
+    return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
+
+  acc, _ = jax.lax.scan(body, jnp.full((batch,), -jnp.inf), jnp.arange(num_chunks))
+  return acc - math.log(num_samples)
+
+
+def readjust_batch_stats(model, variables, rng, temperature, num_samples=36, num_iterations=500):
+  """BatchNorm statistics re-adjusted to samples at `temperature` (paper Sec. 5.2; official evaluate.py `set_bn`).
+
+  Runs the generator `num_iterations` times in training mode on `num_samples` prior samples, letting every
+  decoder BN update its running averages (momentum 0.05 per pass, so the old statistics fade out). Returns the
+  whole new "batch_stats" collection; keep it (e.g. in a dict keyed by temperature) and sample with
+  `{"params": ..., "batch_stats": it}` so the 500 passes are not repeated on every call.
+  """
+  def body(i, batch_stats):
+    _, updated = model.apply({**variables, "batch_stats": batch_stats}, jax.random.fold_in(rng, i), num_samples,
+                             temperature, train=True, method=Model.generate, mutable=["batch_stats"])
+    return updated["batch_stats"]
+
+  return jax.lax.fori_loop(0, num_iterations, body, variables["batch_stats"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Size presets.
+# ----------------------------------------------------------------------------------------------
+
+# For tests and smoke runs: 8x8 RGB, one latent scale of 2 groups, no flows (~30 convolutions).
+Tiny = functools.partial(
+    Model, image_size=8, image_channels=3, num_channels_enc=8, num_channels_dec=8, num_preprocess_blocks=1,
+    num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1, num_latent_scales=1,
+    num_groups_per_scale=2, num_latent_per_group=2, num_mixture_dec=2, num_nf=0, kl_anneal_steps=10)
+
+# README MNIST command (paper: 78.01 nats, Table 1; 2 GPUs x batch 200, 400 epochs of 150 steps = 60k steps).
+BinarizedMNIST = functools.partial(
+    Model, image_size=28, image_channels=1, binarized=True, pad=2, num_channels_enc=32, num_channels_dec=32,
+    num_preprocess_blocks=2, num_preprocess_cells=3, num_postprocess_blocks=2, num_postprocess_cells=3,
+    num_latent_scales=2, num_groups_per_scale=10, ada_groups=True, num_latent_per_group=20,
+    num_cell_per_cond_enc=2, num_cell_per_cond_dec=2, num_nf=0, use_se=True, res_dist=True,
+    weight_decay_norm=1e-2, kl_anneal_steps=18_000, kl_const_steps=6)
+
+# README CIFAR-10 command (paper: 2.91 bpd; 8 GPUs x batch 32, 400 epochs of 195 steps = 78k steps).
+CIFAR10 = functools.partial(
+    Model, image_size=32, image_channels=3, num_channels_enc=128, num_channels_dec=128,
+    num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
+    num_latent_scales=1, num_groups_per_scale=30, num_latent_per_group=20, num_cell_per_cond_enc=2,
+    num_cell_per_cond_dec=2, num_mixture_dec=10, num_nf=1, use_se=True, res_dist=True,
+    weight_decay_norm=1e-2, kl_anneal_steps=23_400, kl_const_steps=7)
+
+# Issue 4's benchmark size (the size the official code was timed at): 32 channels, 1 latent scale, 5 groups of
+# 20 latents, 1 pre- and 1 post-processing block, 1 cell per conditional, one posterior flow, 10 mixtures.
+CIFAR10Bench = functools.partial(
+    Model, image_size=32, image_channels=3, num_channels_enc=32, num_channels_dec=32,
+    num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
+    num_latent_scales=1, num_groups_per_scale=5, num_latent_per_group=20, num_cell_per_cond_enc=1,
+    num_cell_per_cond_dec=1, num_mixture_dec=10, num_nf=1, use_se=True, res_dist=True,
+    weight_decay_norm=1e-2)
