@@ -15,7 +15,8 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.dataset, config.data_dir = "cifar10", None  # TFDS name; data_dir is passed to TFDS
+  config.dataset = "cifar10"  # TFDS name
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.batch_size, config.total_steps = 512, 200_000  # 8 GPUs x 64 as in openai/glow; ~2000 epochs
   config.model_name = "flows.glow"
   config.model = dict(image_shape=(32, 32, 3), levels=3, depth=32, hidden_channels=512, coupling="affine",

@@ -13,7 +13,8 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.dataset, config.data_dir = "mnist", None  # TFDS name; data_dir is passed to TFDS
+  config.dataset = "mnist"  # TFDS name
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.batch_size, config.total_steps = 64, 100_000
   config.model_name = "flows.glow"
   config.model = dict(image_shape=(28, 28, 1), levels=2, depth=16, hidden_channels=256, coupling="affine",

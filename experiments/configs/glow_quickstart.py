@@ -12,7 +12,8 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.dataset, config.data_dir = "digits", None  # 10k train / 2k test real MNIST digits shipped with jaxgen
+  config.dataset = "digits"  # 10k train / 2k test real MNIST digits shipped with jaxgen
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir (None: TFDS default)
   config.batch_size, config.total_steps = 64, 2500
   config.model_name = "flows.glow"
   config.model = dict(image_shape=(28, 28, 1), levels=2, depth=8, hidden_channels=96, coupling="affine",

@@ -167,6 +167,12 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
   out = run_cli("-m", "experiments.train", f"--config={SMOKE}", f"--workdir={tmp_path}", "--config.dataset=nope")
   assert out.returncode != 0
   assert out.stderr.strip().splitlines()[-1].startswith("error: Unknown dataset 'nope'")
+  # data_dir can be overridden from the command line, and missing TFDS data says where it looked and what to pass.
+  out = run_cli("-m", "experiments.train", f"--config={SMOKE}", f"--workdir={tmp_path}", "--config.dataset=mnist",
+                f"--config.data_dir={tmp_path / 'empty'}")
+  assert out.returncode != 0
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: TFDS dataset 'mnist' is not prepared") and "--config.data_dir" in last
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
