@@ -6,12 +6,10 @@ Runs the trainer's own jit-compiled step (same shardings, all devices) on synthe
 shape, so no dataset is needed. images_per_sec is the median over --steps timed steps after --warmup steps.
 """
 import json
-import logging
 import resource
 import statistics
 import time
 
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags

@@ -8,7 +8,6 @@ every example of the split.
 """
 import json
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 

@@ -10,7 +10,6 @@ DIR/samples/interpolations.png one row per pair of test images: left and right a
 """
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp

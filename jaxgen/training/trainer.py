@@ -8,7 +8,6 @@ its latest checkpoint continues exactly as if it had never stopped.
 import dataclasses
 import functools
 import importlib
-import inspect
 import logging
 import os
 import signal
