@@ -242,8 +242,16 @@ class Conv(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.normal(0.05), (k, k, x.shape[-1] + (k > 1), self.features))
     # Convolutions as matmuls: the same arithmetic, and XLA:CPU's dot is far faster than its convolution backward.
-    y = channel_matmul(x, kernel[0, 0]) if k == 1 else edge_conv(x, kernel, conv_im2col)
-    return ActNorm(name="actnorm")(y)
+    conv = lambda w: channel_matmul(x, w[0, 0]) if k == 1 else edge_conv(x, w, conv_im2col)
+    actnorm = ActNorm(name="actnorm")
+    if self.is_initializing():  # data-dependent init needs the convolution's output
+      return actnorm(conv(kernel))
+    # ActNorm folded into the convolution: (conv(x, W) + b) * s = conv(x, W * s) + b * s, which saves a pass over
+    # the activations forward and backward. The zeros only give the parameter shapes (initialisers don't run here).
+    bias, log_scale = actnorm._bias_and_log_scale(jnp.zeros((1, 1, 1, self.features), x.dtype))
+    scale = jnp.exp(log_scale)
+    y = conv(kernel * scale)
+    return y + expand(bias * scale, y.shape)
 
 
 class ZeroConv(nn.Module):

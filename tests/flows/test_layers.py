@@ -119,3 +119,13 @@ def test_squeeze_matches_openai_glow_channel_order():
   # openai/glow squeeze2d: channel index = c * 4 + 2 * row_in_patch + col_in_patch.
   assert y[0, 0, 0, 1 * 4 + 2 * 1 + 0] == x[0, 1, 0, 1]
   np.testing.assert_array_equal(layers.unsqueeze(y), x)
+
+
+def test_hidden_conv_with_folded_actnorm_equals_conv_then_actnorm():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+  layer = layers.Conv(features=7, kernel_size=3)
+  variables = {"params": perturb(layer.init(jax.random.key(1), x)["params"], 0.1)}
+  p = variables["params"]
+  reference = (_edge_padded_reference(x, p["kernel"]) + p["actnorm"]["bias"]) * jnp.exp(
+      layers.LOG_SCALE_FACTOR * p["actnorm"]["log_scale"])
+  np.testing.assert_allclose(layer.apply(variables, x), reference, rtol=1e-5, atol=1e-5)
