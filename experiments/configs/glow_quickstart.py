@@ -2,7 +2,7 @@ r"""Glow on the bundled MNIST digits: the no-download quickstart, a few minutes 
 
 python -m experiments.train --config=experiments/configs/glow_quickstart.py --workdir=/tmp/glow
 
-Expect eval bits/dim to fall from ~7 to about 1.85 in 2500 steps, about 5.5 minutes on 2 CPU cores, and samples
+Expect eval bits/dim to fall from ~7 to about 1.85 in 2500 steps, about 5 minutes on 2 CPU cores, and samples
 that are recognisable digits (no paper number: a small model on 10k digits; full-size Glow on all of MNIST reaches
 ~1.05, see glow_mnist.py). `:smoke` is a seconds-long check.
 """
