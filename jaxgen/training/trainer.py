@@ -95,7 +95,7 @@ def init_batch(dataset, config):
   return dataset.get(idx[rows])
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashed by identity: eval_data caches per Setup
 class Setup:
   """Everything a run needs, built and checked before any compute: model, data, mesh, compiled functions."""
   config: object
@@ -137,6 +137,11 @@ class Setup:
 
   def batch(self, local):
     return _global_batch(local, self.batch_sharding)
+
+  @functools.cache
+  def eval_data(self, split):
+    """The split evaluated every config.eval_every steps, opened once per run."""
+    return data.load(self.config.dataset, split, self.config.data_dir)
 
 
 def setup(config, train_data=None):
@@ -182,7 +187,7 @@ def evaluate_state(s, state, split=None, num_examples=None):
   """Averages of the model's per-example terms over a split (default config.eval_split, all examples)."""
   config = s.config
   split = split or config.eval_split
-  dataset = data.load(config.dataset, split, config.data_dir)
+  dataset = s.eval_data(split)
   batch_size = config.eval_batch_size or config.batch_size
   rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
   totals = None
