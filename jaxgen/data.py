@@ -5,6 +5,10 @@ Batches are uint8 images `[B, H, W, C]` with int32 labels `[B]`. Training order 
 (seed, step): epoch e visits the examples in the permutation drawn from (seed, e), and step s takes examples
 s*B .. (s+1)*B - 1 of the concatenated epochs. A resumed run therefore sees exactly the batches an uninterrupted
 one would, and each host of a multi-host job reads only its own slice of every global batch.
+
+Binarized data (`binarize="dynamic"`: each pixel ~ Bernoulli(x / 255), redrawn every time an image is read, as
+NVAE and the IWAE literature; `"threshold"`: x >= 128) hands out 0/1 uint8 images. Dynamic noise is a function
+of (seed, step) for training batches and of (seed, batch index) for evaluation batches.
 """
 import concurrent.futures
 import dataclasses
@@ -14,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 BUNDLED = "digits"
+BINARIZE_MODES = ("", "dynamic", "threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +92,29 @@ def load(name, split, data_dir=None):
   return Dataset(name, split, len(source), image_shape, num_classes, source)
 
 
+def check_binarize(mode):
+  if mode not in BINARIZE_MODES:
+    raise ValueError(f"config.binarize={mode!r} is not one of {BINARIZE_MODES} "
+                     f"('dynamic': Bernoulli(x/255) per read, 'threshold': x >= 128, '': 8-bit images).")
+
+
+def binarize(images, mode, rng_seed, rows=slice(None)):
+  """uint8 images [B, ...] -> 0/1 uint8 images under `mode` ("" returns them unchanged).
+
+  The dynamic noise is drawn for the whole global batch from `rng_seed` (a list of ints) and then sliced to this
+  host's `rows`, so every host count sees the same binarized batch. `images` are this host's rows.
+  """
+  check_binarize(mode)
+  if not mode:
+    return images
+  if mode == "threshold":
+    return (images >= 128).astype(np.uint8)
+  rng = np.random.default_rng(rng_seed)
+  global_rows = rows.stop if rows.stop is not None else images.shape[0]
+  u = rng.random((global_rows,) + images.shape[1:], dtype=np.float32)[rows]
+  return (u * 255.0 < images).astype(np.uint8)
+
+
 def train_indices(num_examples, batch_size, seed, step):
   """Global example indices of training batch `step`: [batch_size], a pure function of (seed, step)."""
   positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
@@ -104,10 +132,13 @@ def host_slice(global_batch_size, process_index, process_count):
   return slice(process_index * per_host, (process_index + 1) * per_host)
 
 
-def train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefetch=2) -> Iterator[dict]:
+def train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefetch=2,
+                  binarize_mode="") -> Iterator[dict]:
   """Yields host-local training batches for steps start_step, start_step + 1, ... (decoded in a background thread)."""
   def fetch(step):
-    return dataset.get(train_indices(dataset.num_examples, batch_size, seed, step)[rows])
+    batch = dataset.get(train_indices(dataset.num_examples, batch_size, seed, step)[rows])
+    batch["image"] = binarize(batch["image"], binarize_mode, [seed, step, 0xB1], rows)
+    return batch
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = [pool.submit(fetch, start_step + i) for i in range(prefetch)]
@@ -119,17 +150,19 @@ def train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefe
       yield batch
 
 
-def eval_batches(dataset, batch_size, rows=slice(None), num_examples=None) -> Iterator[dict]:
+def eval_batches(dataset, batch_size, rows=slice(None), num_examples=None, binarize_mode="",
+                 seed=0) -> Iterator[dict]:
   """Yields batches covering the first `num_examples` (default all) examples exactly once, in order.
 
   The last batch is padded to full size by repeating example 0; its "mask" (float32 [B], 1 for real examples)
   lets the caller average over real examples only.
   """
   total = dataset.num_examples if num_examples is None else min(num_examples, dataset.num_examples)
-  for start in range(0, total, batch_size):
+  for i, start in enumerate(range(0, total, batch_size)):
     idx = np.arange(start, start + batch_size)
     mask = (idx < total).astype(np.float32)
     idx = np.where(idx < total, idx, 0)
     batch = dataset.get(idx[rows])
+    batch["image"] = binarize(batch["image"], binarize_mode, [seed, i, 0xE7], rows)
     batch["mask"] = mask[rows]
     yield batch

@@ -26,8 +26,11 @@ logger = logging.getLogger("jaxgen")
 REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "log_every", "eval_every",
                  "ckpt_every", "model_name", "model")
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
-                keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0)
+                keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
+                binarize="")
 STEP_FUNCTIONS = ("init_state", "train_step", "eval_step", "sample_images")
+# A family module may also define `evaluate(s, state, split, num_examples) -> {name: float}` to replace
+# `evaluate_state` (a GAN's FID needs features of whole sets, not per-batch sums).
 
 
 def with_defaults(config):
@@ -92,7 +95,9 @@ def init_batch(dataset, config):
   """The data batch that data-dependent init sees (openai/glow inits on a batch of training data)."""
   idx = np.random.default_rng([config.seed, 2**31 - 1]).permutation(dataset.num_examples)[:config.batch_size]
   rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
-  return dataset.get(idx[rows])
+  batch = dataset.get(idx[rows])
+  batch["image"] = data.binarize(batch["image"], config.get("binarize", ""), [config.seed, 2**31 - 1], rows)
+  return batch
 
 
 @dataclasses.dataclass(eq=False)  # hashed by identity: eval_data caches per Setup
@@ -154,6 +159,7 @@ def setup(config, train_data=None):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key} must be positive, got {config[key]}.")
   check_batch_size(config.batch_size)
+  data.check_binarize(config.binarize)
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
   module, model = build_model(config)
@@ -184,15 +190,21 @@ def restore_or_init(s, checkpointer):
 
 
 def evaluate_state(s, state, split=None, num_examples=None):
-  """Averages of the model's per-example terms over a split (default config.eval_split, all examples)."""
+  """Averages of the model's per-example terms over a split (default config.eval_split, all examples).
+
+  A family module that defines `evaluate(s, state, split, num_examples)` computes its own results instead.
+  """
   config = s.config
   split = split or config.eval_split
+  if hasattr(s.module, "evaluate"):
+    return s.module.evaluate(s, state, split, num_examples)
   dataset = s.eval_data(split)
   batch_size = config.eval_batch_size or config.batch_size
   rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
   totals = None
   rng = jax.random.key(config.seed + 1)
-  for i, local in enumerate(data.eval_batches(dataset, batch_size, rows, num_examples or None)):
+  batches = data.eval_batches(dataset, batch_size, rows, num_examples or None, config.binarize, config.seed)
+  for i, local in enumerate(batches):
     sums = s.eval_step(state, s.batch(local), jax.random.fold_in(rng, i))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
@@ -241,7 +253,8 @@ def train_and_evaluate(config, workdir):
                config.model_name, config.dataset, s.train_data.num_examples, jax.device_count(),
                sum(x.size for x in jax.tree.leaves(state["params"])), start, config.total_steps)
   rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
-  batches = data.train_batches(s.train_data, config.batch_size, config.seed, start, rows)
+  batches = data.train_batches(s.train_data, config.batch_size, config.seed, start, rows,
+                               binarize_mode=config.binarize)
   rng = jax.random.key(config.seed)
   stop = _StopRequest()
   step, previous, interval = start, None, []

@@ -1,5 +1,6 @@
 """Data order is a pure function of (seed, step); hosts split batches; evaluation covers each example once."""
 import numpy as np
+import pytest
 
 from jaxgen import data
 
@@ -33,3 +34,17 @@ def test_bundled_digits_are_real_mnist():
   assert batch["image"].dtype == np.uint8 and set(np.unique(batch["label"])) == set(range(10))
   # MNIST digits are mostly black background with bright strokes.
   assert 0.1 < (batch["image"] > 128).mean() < 0.25
+
+
+def test_binarize_dynamic_is_bernoulli_and_host_consistent():
+  images = np.tile(np.arange(0, 256, 15, dtype=np.uint8)[None, :, None, None], (4000, 1, 1, 1))  # [4000, 18, 1, 1]
+  binary = data.binarize(images, "dynamic", [0, 5, 1])
+  assert set(np.unique(binary)) <= {0, 1}
+  np.testing.assert_allclose(binary.mean(axis=0)[:, 0, 0], images[0, :, 0, 0] / 255.0, atol=0.03)
+  # Two hosts reading half the batch each see exactly the rows of the one-host batch.
+  halves = [data.binarize(images[r], "dynamic", [0, 5, 1], r) for r in (data.host_slice(4000, i, 2) for i in (0, 1))]
+  np.testing.assert_array_equal(np.concatenate(halves), binary)
+  assert not np.array_equal(data.binarize(images, "dynamic", [0, 6, 1]), binary)  # fresh noise per step
+  np.testing.assert_array_equal(data.binarize(images, "threshold", None)[0, :, 0, 0], images[0, :, 0, 0] >= 128)
+  with pytest.raises(ValueError, match="config.binarize"):
+    data.binarize(images, "bernoulli", None)
