@@ -9,7 +9,8 @@ The train state is a dict pytree:
   model_state        every other collection ("constants", "batch_stats", ...), {} if none
   opt                optax state
   ema_params         exponential moving average of params (only if config.ema_decay > 0)
-  skipped_updates    int32 []            updates skipped for a non-finite loss or gradient, in total
+  skipped_updates    int32 []            updates skipped for a non-finite loss or gradient (or a gradient norm
+                                         above config.skip_grad_norm, where set), in total
   consecutive_skips  int32 []            ... since the last applied update
 """
 import jax
@@ -54,8 +55,12 @@ def train_step(state, batch, rng, *, model, tx, config):
   (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
   updates, opt = tx.update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  # Skip the update (keep params, optimiser and BatchNorm state) if the loss or any gradient is not finite.
+  # Skip the update (keep params, optimiser and BatchNorm state) if the loss or any gradient is not finite, or
+  # the gradient norm exceeds config.skip_grad_norm (> 0; VDVAE's "skip_threshold", for NVAE-like models).
+  grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & _all_finite(grads)
+  if config.get("skip_grad_norm", 0.0):
+    finite &= grad_norm < config.skip_grad_norm
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = {
       "step": state["step"] + 1,
@@ -69,7 +74,7 @@ def train_step(state, batch, rng, *, model, tx, config):
     decay = jnp.where(finite, config.ema_decay, 1.0)
     new_state["ema_params"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                                            state["ema_params"], new_state["params"])
-  metrics |= {"grad_norm": optax.global_norm(grads), "skipped_updates": new_state["skipped_updates"],
+  metrics |= {"grad_norm": grad_norm, "skipped_updates": new_state["skipped_updates"],
               "consecutive_skips": new_state["consecutive_skips"]}
   return new_state, metrics
 

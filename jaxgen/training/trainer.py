@@ -27,7 +27,7 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
                  "ckpt_every", "model_name", "model")
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
-                binarize="")
+                binarize="", skip_grad_norm=0.0)
 STEP_FUNCTIONS = ("init_state", "train_step", "eval_step", "sample_images")
 # A family module may also define `evaluate(s, state, split, num_examples) -> {name: float}` to replace
 # `evaluate_state` (a GAN's FID needs features of whole sets, not per-batch sums).
@@ -299,9 +299,10 @@ def _checked(metrics, config):
   """Stops the run after config.max_consecutive_skips non-finite updates in a row; returns metrics."""
   if int(metrics["consecutive_skips"]) >= config.max_consecutive_skips:
     raise FloatingPointError(
-        f"{int(metrics['consecutive_skips'])} updates in a row had a non-finite loss or gradient and were skipped; "
-        f"stopping (the last checkpoint holds finite values). Lower config.optimizer.lr, set "
-        f"config.optimizer.grad_clip_norm, or lengthen config.optimizer.warmup_steps.")
+        f"{int(metrics['consecutive_skips'])} updates in a row had a non-finite loss or gradient (or a gradient "
+        f"norm above config.skip_grad_norm, where set) and were skipped; stopping (the last checkpoint holds "
+        f"finite values). Lower config.optimizer.lr, set config.optimizer.grad_clip_norm, raise "
+        f"config.skip_grad_norm, or lengthen config.optimizer.warmup_steps.")
   return metrics
 
 

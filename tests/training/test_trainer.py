@@ -213,3 +213,19 @@ def test_non_finite_updates_are_skipped_counted_and_stop_the_run(tmp_path):
   assert not checkpointer.save(new_state)  # a non-finite state is never written
   checkpointer.close()
   assert checkpointer.latest_step() is None
+
+
+def test_updates_with_a_gradient_norm_above_skip_grad_norm_are_skipped():
+  s = trainer.setup(tiny_config(skip_grad_norm=1e-6))
+  state = s.init()
+  batch = s.batch(s.train_data.get(np.arange(s.config.batch_size)))
+  def step(st, b, cfg):
+    return jax.jit(lambda st, b: steps.train_step(st, b, jax.random.key(0), model=s.model, tx=s.tx, config=cfg))(st, b)
+
+  skipped, metrics = step(state, batch, s.config)
+  assert float(metrics["grad_norm"]) > 1e-6 and int(skipped["skipped_updates"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, skipped["params"], state["params"])
+  applied, _ = step(state, batch, trainer.with_defaults(tiny_config(skip_grad_norm=1e9)))
+  assert int(applied["skipped_updates"]) == 0
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), applied["params"], state["params"])
+  assert any(jax.tree.leaves(changed))
