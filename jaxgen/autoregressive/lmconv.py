@@ -15,6 +15,11 @@ binarized images use one Bernoulli logit per pixel.
 Order-agnostic training (Sec. 3.3): each batch is scored under one order drawn from `train_orders`;
 evaluation uses one order or the ensemble over `eval_orders`, log p(x) = log mean_k p(x | order_k).
 
+Completion (Sec. 5.2): for a hidden region M and observed pixels O, an order that generates O first gives
+p(x_M | x_O) = prod_{t in M} p(x_t | x_<t) exactly; `complete` samples x_M in such an order and
+`conditional_log_prob` scores x_M under the ensemble of the eval orders that already visit O first (for the
+hidden top half and the 8 S-curves, the two that start in the bottom row: the paper's top-half completion bpd).
+
 Speed: named orders that are rotations/reflections T of one base order o (the paper's 8 S-curves) run
 through o's masks, Net_{T.o}(x; W)(T p) = Net_o(x o T; W o A_T)(p) (inputs, kernel taps and outputs
 permuted, see `Model._frame`); o's masks are then constants and the convolutions skip the taps o never
@@ -322,10 +327,12 @@ class Model(nn.Module):
         params = self.network(self._to_input(images), tuple(m[pick] for m in self._stacked_masks(names)), True)
       lp = self._per_pixel_from_params(images, params).sum(axis=(1, 2))
       return self._metrics(lp, dims)
-    lps = jnp.stack([self.log_prob(images, name) for name in self.eval_orders], axis=0)  # [K, B]
+    # Initialisation needs one network trace, not one per eval order (the trainer's init and eval_shape).
+    names = self.eval_orders[:1] if self.is_initializing() else self.eval_orders
+    lps = jnp.stack([self.log_prob(images, name) for name in names], axis=0)  # [K, B]
     out = self._metrics(lps[0], dims)  # the first eval order alone
     if len(self.eval_orders) > 1:
-      nats_ens = -(jax.nn.logsumexp(lps, axis=0) - np.log(len(self.eval_orders)))
+      nats_ens = -(jax.nn.logsumexp(lps, axis=0) - np.log(len(names)))
       out.update(nats_ensemble=nats_ens, bpd_ensemble=nats_ens / (dims * _LN2))
     return out
 
@@ -343,15 +350,17 @@ class Model(nn.Module):
       return distributions.bernoulli_sample(rng, params, temperature)
     return distributions.discretized_logistic_mixture_sample(rng, params, c, self.num_bits, temperature)
 
-  def _sample_loop(self, rng, canvas, order, observed, start, temperature, name=None):
+  def _sample_loop(self, rng, canvas, order, observed, start, temperature, name=None, masks=None):
     """Fills canvas pixels in `order` (per example [N, H*W, 2]) from step `start` on, keeping observed ones.
 
     Step t draws the pixel order[:, t] from the network's parameters there, with key fold_in(rng, t); a
     jit-compiled lax.fori_loop over the H*W steps, one network pass per step (as the official sampler).
-    `name`: the order's name when it has one (the network then runs in its base order's frame).
+    `name`: the order's name when it has one (the network then runs in its base order's frame); `masks`:
+    the order's masks when the caller has them (static numpy masks skip unused taps), else built from `order`.
     """
     module, variables = self.unbind()
-    masks = None if name is not None else self.masks_for(order)
+    if name is None and masks is None:
+      masks = self.masks_for(order)
     n = canvas.shape[0]
     batch = jnp.arange(n)
 
@@ -379,15 +388,25 @@ class Model(nn.Module):
     observed = jnp.zeros((num, h, w), bool)
     return self._sample_loop(rng, canvas, order, observed, 0, temperature, name).astype(jnp.uint8)
 
+  def _named(self, order):
+    """The name among eval_orders / train_orders of a numpy order [H*W, 2], or None."""
+    h, w, _ = self._hwc
+    for name in dict.fromkeys(self.eval_orders + self.train_orders):
+      if np.array_equal(orders_lib.build(name, h, w), order):
+        return name
+    return None
+
   def complete(self, rng, images, observed, temperature=1.0, order=None):
     """Image completion (LMConv Sec. 5.2): sample the unobserved pixels given the observed ones.
 
-    The generation order visits the observed pixels first (in `order`'s sequence, default eval_orders[0]),
-    then the rest, so the network's conditionals for the missing pixels are exactly
-    p(x_missing | x_observed).
+    The generation order visits the observed pixels first (in `order`'s sequence), then the rest, so the
+    network's conditionals for the missing pixels are exactly p(x_missing | x_observed). Default order: the
+    first of `completion_orders(observed)` (an eval order that already visits the observed pixels first, e.g.
+    the S-curve itself when the top rows are observed) for one region, eval_orders[0] for per-example regions.
 
     Args:
-      images: integer [B, H, W, C]; observed: bool [H, W] or [B, H, W].
+      images: integer [B, H, W, C]; observed: bool [H, W] (numpy: one order for the batch, built once, with
+        constant masks) or [B, H, W] (an order per example, built in the graph).
     Returns:
       (completed uint8 [B, H, W, C] equal to `images` on observed pixels,
        log p(x_missing | x_observed) of the given images in nats [B], summed over the missing pixels).
@@ -395,23 +414,75 @@ class Model(nn.Module):
     self._check_images(images)
     b = images.shape[0]
     h, w, _ = self._hwc
+    canvas = jnp.asarray(images).astype(jnp.int32)
+    if isinstance(observed, np.ndarray) and observed.ndim == 2 and not isinstance(order, jax.Array):
+      observed = observed.astype(bool)
+      order = self.completion_orders(observed)[0] if order is None else order
+      seq = orders_lib.observed_first(self.order_array(order), observed)  # numpy [H*W, 2]
+      name = self._named(seq)  # e.g. the S-curve itself when the top rows are observed
+      per_pixel = self.log_prob_per_pixel(images, seq if name is None else name)  # [B, H, W]
+      cond_log_prob = jnp.where(observed, 0.0, per_pixel).sum(axis=(1, 2))
+      completed = self._sample_loop(rng, canvas, jnp.broadcast_to(jnp.asarray(seq), (b, h * w, 2)),
+                                    jnp.broadcast_to(jnp.asarray(observed), (b, h, w)), int(observed.sum()),
+                                    temperature, name, None if name is not None else self.masks_for(seq))
+      return completed.astype(jnp.uint8), cond_log_prob
     observed = jnp.broadcast_to(jnp.asarray(observed, bool), (b, h, w))
     base = jnp.asarray(self.order_array(order))
     orders = jax.vmap(lambda obs: orders_lib.observed_first(base, obs, xp=jnp))(observed)  # [B, H*W, 2]
     per_pixel = self.log_prob_per_pixel_with_masks(images, self.masks_for(orders))  # [B, H, W]
     cond_log_prob = jnp.where(observed, 0.0, per_pixel).sum(axis=(1, 2))
     start = observed.sum(axis=(1, 2)).min()
-    canvas = jnp.asarray(images).astype(jnp.int32)
     completed = self._sample_loop(rng, canvas, orders, observed, start, temperature)
     return completed.astype(jnp.uint8), cond_log_prob
 
+  def completion_orders(self, observed):
+    """The eval_orders that already visit every observed pixel first (for observed = the bottom half and the
+    8 S-curves: the two that start in the bottom row, as the paper's top-half completion), or, if none does,
+    all eval_orders; `conditional_log_prob` rearranges each to observed-first."""
+    h, w, _ = self._hwc
+    observed = np.asarray(observed, bool)
+    built = {n: orders_lib.build(n, h, w) for n in self.eval_orders}
+    first = [n for n, o in built.items() if np.array_equal(orders_lib.observed_first(o, observed), o)]
+    return tuple(first) or tuple(self.eval_orders)
 
-# Size presets (official hyperparameters from ajayjain/lmconv main.py defaults and README commands:
-# `--ours -k 3 --normalization pono --order s_curve --randomize_order`, nr_resnet 5, nr_filters 160,
-# nr_logistic_mix 10, max_dilation 2; about 46M parameters). Dropout: main.py's default `-dp 0.5` (the
-# README's `-dp 0` is on evaluation commands, where dropout is off anyway).
-LMConvCIFAR10 = functools.partial(Model, image_shape=(32, 32, 3), likelihood="dmol", dropout_rate=0.5)
-LMConvMNISTBinarized = functools.partial(Model, image_shape=(28, 28, 1), likelihood="bernoulli", dropout_rate=0.5)
+  def conditional_log_prob(self, images, observed, orders=None):
+    """log p(x_missing | x_observed) in nats [B]: the likelihood of the unobserved pixels given the observed
+    ones (LMConv Sec. 5.2, the paper's top-half completion bpd), as the ensemble
+    log mean_k p(x_missing | x_observed, order_k) over orders that generate the observed pixels first.
+
+    Args:
+      images: integer [B, H, W, C]; observed: numpy bool [H, W] (the same region for the whole batch).
+      orders: names or arrays; each is rearranged to visit observed pixels first (a no-op for the default,
+        `completion_orders(observed)`).
+    """
+    observed = np.asarray(observed, bool)
+    lps = []
+    for order in (orders if orders is not None else self.completion_orders(observed)):
+      seq = orders_lib.observed_first(self.order_array(order), observed)
+      name = order if isinstance(order, str) and np.array_equal(seq, self.order_array(order)) else None
+      per_pixel = self.log_prob_per_pixel(images, seq if name is None else name)  # [B, H, W]
+      lps.append(jnp.where(observed, 0.0, per_pixel).sum(axis=(1, 2)))
+    return jax.nn.logsumexp(jnp.stack(lps), axis=0) - np.log(len(lps))
+
+
+def missing_region(name, height, width):
+  """bool [H, W], True on the pixels a completion task hides: "top" / "bottom" / "left" / "right" half (the paper's
+  CIFAR-10 conditional likelihood hides the top 16 rows), or "center" (the central H/2 x W/2 square)."""
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  regions = {"top": rows < height // 2, "bottom": rows >= height // 2, "left": cols < width // 2,
+             "right": cols >= width // 2,
+             "center": ((rows >= height // 4) & (rows < height // 4 + height // 2) & (cols >= width // 4)
+                        & (cols < width // 4 + width // 2))}
+  if name not in regions:
+    raise ValueError(f"unknown region {name!r}; expected one of {sorted(regions)}.")
+  return regions[name]
+
+
+# Size presets (official hyperparameters from ajayjain/lmconv main.py defaults and the README's training command
+# `main.py -d cifar -b 32 -t 10 --ours -c 2e6 -k 3 --normalization pono --order s_curve --randomize_order -dp 0`:
+# nr_resnet 5, nr_filters 160, nr_logistic_mix 10, max_dilation 2, no dropout; about 46M parameters).
+LMConvCIFAR10 = functools.partial(Model, image_shape=(32, 32, 3), likelihood="dmol", dropout_rate=0.0)
+LMConvMNISTBinarized = functools.partial(Model, image_shape=(28, 28, 1), likelihood="bernoulli", dropout_rate=0.0)
 # The size the official code was timed at in issue 3 (about 3.3M parameters).
 LMConvBench = functools.partial(Model, image_shape=(32, 32, 3), nr_resnet=2, nr_filters=64)
 # Tiny model for tests.

@@ -216,7 +216,7 @@ def write_samples(s, state, path, num=None):
   num = num or s.config.num_samples
   labels = jnp.arange(num) % max(s.train_data.num_classes, 1)
   images = s.sample(state, jax.random.key(s.config.seed + 2), labels)
-  writers.save_png(path, writers.image_grid(jax.device_get(images)), scale=2)
+  writers.save_png(path, writers.image_grid(jax.device_get(images), binary=bool(s.config.binarize)), scale=2)
   return images
 
 

@@ -46,9 +46,9 @@ class MetricWriter:
       self._tb.close()
 
 
-def image_grid(images, columns=None, pad=1):
-  """uint8 [N, H, W, C] -> one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] picture."""
-  images = np.asarray(images)
+def image_grid(images, columns=None, pad=1, binary=False):
+  """uint8 [N, H, W, C] -> one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] picture (binary: 0/1 -> 0/255)."""
+  images = np.asarray(images) * np.uint8(255 if binary else 1)
   n, h, w, c = images.shape
   columns = columns or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / columns))

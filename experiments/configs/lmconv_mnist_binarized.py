@@ -1,0 +1,45 @@
+r"""LMConv on dynamically binarized MNIST, the ajayjain/lmconv setup that gave 77.56 nats with 8 S-curve orders
+(Jain, Abbeel & Pathak 2020, Table 2).
+
+python -m experiments.train --config=experiments/configs/lmconv_mnist_binarized.py --workdir=/tmp/lmconv_bmnist \
+  --config.data_dir=/path/to/tensorflow_datasets      # or ...py:smoke for a seconds-long check
+
+ajayjain/lmconv README: `main.py -d mnist -b 32 --ours -k 3 --normalization pono --order s_curve --randomize_order
+-dp 0 --binarize` (the evaluation command of `binary_mnist_ep159_s8.pth`, i.e. 160 epochs). `--binarize` is dynamic
+binarization: main.py rescales every image read with `binarize_torch(x)` = (U(0, 1) < x), for the training and the
+test loader alike (utils.py `binarize_torch`), so config.binarize = "dynamic" (the test images are redrawn per
+evaluation batch from the seed). One Bernoulli logit per pixel (the official code's 2-way softmax is the same
+family). The training flags are not in the README; those of its CIFAR-10 command are used (batch 32, Adam 2e-4, no
+dropout, clip 2e6). Results are nats per image: eval/nats (one order) and eval/nats_ensemble (8 orders).
+"""
+import ml_collections
+
+S_CURVES = ["s_curve", "s_curve_rot90", "s_curve_rot180", "s_curve_rot270",
+            "s_curve_flip", "s_curve_rot90_flip", "s_curve_rot180_flip", "s_curve_rot270_flip"]
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = "mnist"  # TFDS name
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
+  config.binarize = "dynamic"  # Bernoulli(x / 255), redrawn at every read (official --binarize)
+  config.batch_size, config.total_steps = 32, 160 * 1875  # -b 32; 160 epochs of 60k images
+  config.model_name = "autoregressive.lmconv"
+  config.model = dict(image_shape=(28, 28, 1), likelihood="bernoulli", nr_resnet=5, nr_filters=160,
+                      kernel_size=3, max_dilation=2, dropout_rate=0.0, normalization="pono",
+                      train_orders=S_CURVES, eval_orders=S_CURVES, remat=False)
+  config.optimizer = dict(name="adam", lr=2e-4, b1=0.9, b2=0.999, schedule="constant", grad_clip_norm=2e6)
+  config.ema_decay = 0.0
+  config.log_every, config.eval_every, config.ckpt_every = 100, 4 * 1875, 1875
+  config.eval_batch_size, config.eval_examples = 32, 0  # 0: the whole test split
+  config.num_samples, config.sample_temperature = 16, 1.0
+  if arg == "smoke":
+    config.batch_size, config.total_steps = 4, 2
+    config.model = dict(image_shape=(28, 28, 1), likelihood="bernoulli", nr_resnet=0, nr_filters=4,
+                        train_orders=S_CURVES[:2], eval_orders=S_CURVES[:2])
+    config.log_every, config.eval_every, config.ckpt_every = 1, 2, 2
+    config.eval_batch_size, config.eval_examples, config.num_samples = 4, 8, 2
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r} of lmconv_mnist_binarized; use :smoke.")
+  return config
