@@ -6,6 +6,8 @@ import tempfile
 # Tiny shapes: compile time dominates, and XLA's optimisation passes cost more than they save (STYLE.md; set in
 # the environment so subprocesses of the CLI tests inherit it).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+# Offline sample-quality classifiers trained by tests (tiny, on mock data) stay out of the user's ~/.cache/jaxgen.
+os.environ.setdefault("JAXGEN_CACHE", os.path.join(tempfile.mkdtemp(prefix="jaxgen-test-cache-")))
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np

@@ -14,6 +14,9 @@ Training (pure functions, two optax optimisers):
   EMA of G with half-life `ema_kimg` thousand images and ramp-up.
 Lazy regularisation runs the regulariser as its own optimiser step, multiplied by its interval, and corrects
 Adam: with c = interval / (interval + 1), lr <- lr * c and beta <- beta ** c (Sec. 3.1; `training_loop.py`).
+
+The shared trainer (config.model_name = "gan.stylegan2") uses `Model` (the hyperparameters in config.model),
+`init_state`, `train_step`, `sample_images` and `evaluate` (FID / KID / precision-recall) from the last section.
 """
 import dataclasses
 import functools
@@ -27,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxgen.gan import layers
+from jaxgen.metrics import sample_quality
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -426,7 +430,7 @@ def make_optimizers(cfg):
 # State and step functions.
 
 
-def init_state(rng, model_cfg, batch_shape):
+def init_gan_state(rng, model_cfg, batch_shape):
   """The full training state, a dict pytree.
 
   Args:
@@ -609,11 +613,11 @@ def ema_step(state, batch_size, *, cfg):
   return dict(state, g_ema_params=ema), {"ema_beta": beta}
 
 
-def train_step(state, batch, rng, *, cfg, g_reg=None, d_reg=None):
+def gan_train_step(state, batch, rng, *, cfg, g_reg=None, d_reg=None):
   """One amortised StyleGAN2 iteration, in the official phase order: G main, [G reg], D main, [D reg], EMA.
 
   Args:
-    state: from `init_state`.
+    state: from `init_gan_state`.
     batch: {"image": uint8 [B, R, R, C], "label": int [B] if conditional}.
     rng: a PRNG key; it is folded with state["step"], so the same key can be passed every step.
     cfg: a `Config` (or dict); static.
@@ -703,3 +707,171 @@ def project(g_params, w_avg, target, *, cfg, steps=200, lr=0.1, initial_noise_fa
   w0 = jnp.asarray(w_avg, jnp.float32)
   w, _ = jax.lax.fori_loop(0, steps, body, (w0, tx.init(w0)))
   return w, distance(w)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shared trainer's interface (config.model_name = "gan.stylegan2"): Model, init_state, train_step,
+# sample_images, evaluate. The trainer's state is the state above re-keyed: "params" {"generator", "discriminator"}
+# (the trainer counts parameters there), "ema_params" (G's EMA, what `steps.eval_params` picks), "opt"
+# {"generator", "discriminator"}, plus the trainer's counters.
+
+
+def _next_power_of_two(n):
+  return 1 << max(int(n) - 1, 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class Model(Config):
+  """StyleGAN2 as `config.model`: every `Config` field (optimiser settings included), plus the data's image_shape.
+
+  image_shape (H, W, C): the networks run at resolution R = the next power of two >= max(H, W), with
+  img_channels = C; smaller images are zero-padded (black borders: MNIST 28x28 -> 32x32) before D sees them and
+  G's samples are cropped back to H x W. `resolution` and `img_channels` may be left out (derived from
+  image_shape) or given (then they must agree).
+
+  Optimisers: G and D each have Adam(g_lr / d_lr, betas, eps) with the lazy-regularisation correction, set
+  here; `config.optimizer` must stay empty (the trainer's single optimiser does not apply to a GAN).
+  """
+  resolution: Optional[int] = None
+  img_channels: Optional[int] = None
+  image_shape: Sequence[int] = (32, 32, 3)
+
+  def __post_init__(self):
+    h, w, c = self.image_shape
+    res = _next_power_of_two(max(h, w, 4))
+    for name, derived in (("resolution", res), ("img_channels", c)):
+      given = getattr(self, name)
+      if given is None:
+        object.__setattr__(self, name, derived)  # frozen dataclass: set once, here
+      elif given != derived:
+        raise ValueError(f"config.model.{name}={given} does not fit image_shape={tuple(self.image_shape)} "
+                         f"(which needs {name}={derived}); drop config.model.{name} to derive it.")
+    object.__setattr__(self, "image_shape", tuple(self.image_shape))
+    object.__setattr__(self, "betas", tuple(self.betas))
+    super().__post_init__()
+
+
+def _pad(images, resolution):
+  """uint8 [B, H, W, C] -> [B, R, R, C], zero-padded symmetrically (extra row/column at the end)."""
+  _, h, w, _ = images.shape
+  ph, pw = resolution - h, resolution - w
+  if not ph and not pw:
+    return images
+  return jnp.pad(images, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+
+
+def _crop(images, image_shape):
+  """[B, R, R, C] -> the centre [B, H, W, C] (inverse of `_pad`)."""
+  h, w = image_shape[:2]
+  top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
+  return images[:, top: top + h, left: left + w]
+
+
+def _to_gan_state(state):
+  return {"step": state["step"], "g_params": state["params"]["generator"],
+          "d_params": state["params"]["discriminator"], "g_ema_params": state["ema_params"], "w_avg": state["w_avg"],
+          "pl_mean": state["pl_mean"], "g_opt": state["opt"]["generator"], "d_opt": state["opt"]["discriminator"],
+          "stats": state["stats"]}
+
+
+def _to_trainer_state(gan, skipped_updates, consecutive_skips):
+  return {"step": gan["step"], "params": {"generator": gan["g_params"], "discriminator": gan["d_params"]},
+          "ema_params": gan["g_ema_params"], "w_avg": gan["w_avg"], "pl_mean": gan["pl_mean"],
+          "opt": {"generator": gan["g_opt"], "discriminator": gan["d_opt"]}, "stats": gan["stats"],
+          "skipped_updates": skipped_updates, "consecutive_skips": consecutive_skips}
+
+
+def _check_trainer_config(config):
+  if dict(config.get("optimizer", None) or {}):
+    raise ValueError(f"StyleGAN2 ignores config.optimizer ({dict(config.optimizer)}): its two Adam optimisers are set "
+                     f"by config.model.g_lr, d_lr, betas and eps; remove config.optimizer.")
+  if config.get("ema_decay", 0.0):
+    raise ValueError("StyleGAN2 keeps its own generator EMA (config.model.ema_kimg, ema_rampup); set "
+                     "config.ema_decay = 0.")
+  if config.get("binarize", ""):
+    raise ValueError("StyleGAN2 trains on 8-bit images; set config.binarize = ''.")
+  sample_quality.settings(config)  # bad config.sample_metrics fail here, before training, not at the first eval
+
+
+def init_state(rng, batch, *, model, tx, config):
+  """The trainer's state for a StyleGAN2 `model` (a `Model`), from a data batch's shape. `tx` is unused."""
+  del tx
+  _check_trainer_config(config)
+  b, h, w, c = batch["image"].shape
+  if (h, w, c) != model.image_shape:
+    raise ValueError(f"config.model.image_shape={model.image_shape} but the data has images of shape {(h, w, c)}; "
+                     f"set --config.model.image_shape to match.")
+  if b % min(model.mbstd_group_size, b):
+    raise ValueError(f"config.batch_size={b} must be a multiple of config.model.mbstd_group_size="
+                     f"{model.mbstd_group_size} (minibatch standard deviation groups); change one of them.")
+  gan = init_gan_state(rng, model, (b, model.resolution, model.resolution, model.img_channels))
+  zero = jnp.zeros((), jnp.int32)
+  return _to_trainer_state(gan, zero, zero)
+
+
+def train_step(state, batch, rng, *, model, tx, config):
+  """One amortised StyleGAN2 iteration (`gan_train_step`: lazy R1 / path length chosen by lax.cond on the step).
+
+  An iteration whose losses, gradients or regulariser values are not finite is skipped as a whole (state kept,
+  step advanced, counted in skipped_updates / consecutive_skips), as the likelihood families' steps do.
+  """
+  del tx, config
+  real = {"image": _pad(batch["image"], model.resolution), "label": batch["label"]}
+  gan, metrics = gan_train_step(_to_gan_state(state), real, rng, cfg=model)
+  finite = metrics["g_grads_finite"] & metrics["d_grads_finite"]
+  for key in ("g_loss", "d_loss", "r1_penalty", "pl_penalty"):
+    finite &= jnp.isfinite(metrics[key])
+  old = _to_gan_state(state)
+  gan = {k: v if k == "step" else jax.tree.map(lambda a, b: jnp.where(finite, a, b), v, old[k])
+         for k, v in gan.items()}
+  skipped = state["skipped_updates"] + (~finite).astype(jnp.int32)
+  consecutive = jnp.where(finite, 0, state["consecutive_skips"] + 1)
+  metrics = {k: v for k, v in metrics.items() if not k.endswith("_finite")}
+  return _to_trainer_state(gan, skipped, consecutive), metrics | {"skipped_updates": skipped,
+                                                                   "consecutive_skips": consecutive}
+
+
+def sample_images(state, rng, labels, *, model, config):
+  """uint8 [num, H, W, C] from the EMA generator with random noise (as the official metrics), truncated by
+  config.truncation_psi (default 1: none); `labels` [num] condition a class-conditional model."""
+  psi = float(config.get("truncation_psi", 1.0))
+  images = sample(_to_gan_state(state), rng, labels.shape[0], labels if model.num_classes else None, cfg=model,
+                  truncation_psi=psi, noise_mode="random")
+  return _crop(images, model.image_shape)
+
+
+def evaluate(s, state, split, num_examples):
+  """FID, KID and precision/recall of samples against `split` (jaxgen.metrics.sample_quality; settings in
+  config.sample_metrics: the offline classifier by default, Inception-v3 with supplied weights)."""
+  return sample_quality.evaluate_samples(s, state, split, num_examples)
+
+
+def truncation_sweep(state, rng, psis, num, *, model, labels=None):
+  """{psi: uint8 [num, H, W, C]}: the same z (and noise) at each truncation psi, for sample grids."""
+  gan = _to_gan_state(state)
+  draw = jax.jit(lambda g, psi: _crop(to_uint8(generate(
+      g["g_ema_params"], g["w_avg"], jax.random.normal(rng, (num, model.z_dim)), labels, cfg=model,
+      truncation_psi=psi, noise_mode="const")), model.image_shape), static_argnums=1)
+  return {psi: np.asarray(draw(gan, float(psi))) for psi in psis}
+
+
+def mixing_grid(state, rng, rows, cols, col_layers, *, model, truncation_psi=1.0, labels=None):
+  """uint8 [(rows + 1) * (cols + 1), H, W, C]: a style-mixing figure (StyleGAN Fig. 3). Top row: the column
+  sources; left column: the row sources; cell (i, j): row i's image with the layers in `col_layers` taken from
+  column j (a blank top-left cell)."""
+  gan = _to_gan_state(state)
+  rng_r, rng_c = jax.random.split(rng)
+  zr, zc = jax.random.normal(rng_r, (rows, model.z_dim)), jax.random.normal(rng_c, (cols, model.z_dim))
+  lr = None if labels is None else jnp.full((rows,), labels, jnp.int32)
+  lc = None if labels is None else jnp.full((cols,), labels, jnp.int32)
+  fn = functools.partial(style_mixing_grid, cfg=model, col_layers=tuple(col_layers), truncation_psi=truncation_psi,
+                         labels_rows=lr, labels_cols=lc)
+  grid = jax.jit(fn)(gan["g_ema_params"], gan["w_avg"], zr, zc)  # [rows, cols, R, R, C]
+  gen = jax.jit(functools.partial(generate, cfg=model, truncation_psi=truncation_psi))
+  sources_r = gen(gan["g_ema_params"], gan["w_avg"], zr, lr)
+  sources_c = gen(gan["g_ema_params"], gan["w_avg"], zc, lc)
+  res = model.resolution
+  blank = jnp.full((1, res, res, model.img_channels), 1.0)
+  top = jnp.concatenate([blank, sources_c])  # [cols + 1, R, R, C]
+  body = jnp.concatenate([sources_r[:, None], grid], axis=1).reshape((-1, res, res, model.img_channels))
+  return np.asarray(_crop(to_uint8(jnp.concatenate([top, body])), model.image_shape))

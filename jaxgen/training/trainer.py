@@ -273,7 +273,8 @@ def train_and_evaluate(config, workdir):
         interval.append(_checked(jax.device_get(previous), config))
         previous = None
         now = time.perf_counter()
-        _log_train(writer, step, config, interval, step - timed_from, now - interval_start - busy, s.schedule)
+        schedule = None if hasattr(s.module, "train_step") else s.schedule
+        _log_train(writer, step, config, interval, step - timed_from, now - interval_start - busy, schedule)
         interval, interval_start, busy, timed_from = [], now, 0.0, step
       t_busy = time.perf_counter()
       if step % config.eval_every == 0 or step == config.total_steps:
@@ -312,7 +313,8 @@ def _log_train(writer, step, config, interval_metrics, interval_steps, interval_
   means["skipped_updates"] = int(last["skipped_updates"])
   means.pop("consecutive_skips", None)
   row = {f"train/{k}": v for k, v in means.items()}
-  row["train/lr"] = float(schedule(step - 1))
+  if schedule is not None:  # the trainer's optimiser (a family with its own steps logs its own rates)
+    row["train/lr"] = float(schedule(step - 1))
   images_per_sec, eta = float("nan"), float("nan")
   if interval_steps:  # steps timed in this interval (the compiling first step is not)
     images_per_sec = config.batch_size * interval_steps / max(interval_time, 1e-9)

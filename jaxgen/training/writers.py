@@ -80,6 +80,6 @@ def format_duration(seconds):
 def log_progress(step, total_steps, metrics, images_per_sec, eta_seconds):
   """One console line: step, a few metrics, throughput and ETA."""
   shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and k.split("/")[-1] in ("loss", "bpd", "grad_norm", "nelbo_bpd"))
+                     if isinstance(v, (int, float)) and k.split("/")[-1] in ("loss", "bpd", "grad_norm", "nelbo_bpd", "g_loss", "d_loss"))
   speed = "" if math.isnan(images_per_sec) else f" | {images_per_sec:.1f} img/s | ETA {format_duration(eta_seconds)}"
   logger.info("step %d/%d (%.0f%%) | %s%s", step, total_steps, 100.0 * step / total_steps, shown, speed)

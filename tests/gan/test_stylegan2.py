@@ -14,7 +14,7 @@ B = 4
 @pytest.fixture(scope="module")
 def tiny():
   cfg = sg.tiny()
-  state = sg.init_state(jax.random.key(0), cfg, (B, 8, 8, 3))
+  state = sg.init_gan_state(jax.random.key(0), cfg, (B, 8, 8, 3))
   images = jax.random.randint(jax.random.key(1), (B, 8, 8, 3), 0, 256).astype(jnp.uint8)
   return cfg, state, {"image": images}
 
@@ -29,7 +29,7 @@ def test_cifar_preset_matches_official_sizes():
   official = (2, 32, 0.01, 500, 0.05)
   assert (cfg.mapping_layers, cfg.mbstd_group_size, cfg.r1_gamma, cfg.ema_kimg, cfg.ema_rampup) == official
   assert cfg.pl_weight == 0 and cfg.style_mixing_prob == 0 and cfg.d_architecture == "orig" and cfg.g_lr == 0.0025
-  shapes = jax.eval_shape(lambda: sg.init_state(jax.random.key(0), cfg, (8, 32, 32, 3)))
+  shapes = jax.eval_shape(lambda: sg.init_gan_state(jax.random.key(0), cfg, (8, 32, 32, 3)))
   assert abs(_count(shapes["g_params"]) / 1e6 - 19.9) < 0.1
   assert abs(_count(shapes["d_params"]) / 1e6 - 20.7) < 0.1
   assert cfg.num_ws == 8
@@ -97,7 +97,7 @@ def _max_change(a, b):
 
 def test_train_steps_change_generator_discriminator_and_ema(tiny):
   cfg, state, batch = tiny
-  step = jax.jit(functools.partial(sg.train_step, cfg=cfg))
+  step = jax.jit(functools.partial(sg.gan_train_step, cfg=cfg))
   s, metrics = step(state, batch, jax.random.key(3))
   # Step 0 runs every phase (0 % interval == 0) and the EMA copies G (beta = 0).
   assert float(metrics["ema_beta"]) == 0.0
@@ -132,7 +132,7 @@ def test_truncation_psi0_gives_one_image(tiny):
 
 def test_style_mixing_grid_and_conditioning():
   cfg = sg.tiny(num_classes=3, style_mixing_prob=0.0, pl_weight=0.0)
-  state = sg.init_state(jax.random.key(0), cfg, (2, 8, 8, 3))
+  state = sg.init_gan_state(jax.random.key(0), cfg, (2, 8, 8, 3))
   g = state["g_params"]
   zr, zc = jax.random.normal(jax.random.key(1), (2, cfg.z_dim)), jax.random.normal(jax.random.key(2), (3, cfg.z_dim))
   labels = jnp.array([0, 2])
