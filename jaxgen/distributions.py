@@ -136,22 +136,21 @@ def discretized_logistic_mixture_log_prob_per_pixel(x, params, num_bits=8):
   plus_in = inv_s * (centered + half_width)
   min_in = inv_s * (centered - half_width)
   # Interior bins: log(sigma(plus) - sigma(min)) = log(sigma(-min) - sigma(-plus)); use the side whose
-  # log-sigmoids do not round to 0.
+  # log-sigmoids do not round to 0. (Selecting the arguments, not the results, halves the log-sigmoids.)
   upper = centered > 0
-  log_hi = jnp.where(upper, jax.nn.log_sigmoid(-min_in), jax.nn.log_sigmoid(plus_in))
-  log_lo = jnp.where(upper, jax.nn.log_sigmoid(-plus_in), jax.nn.log_sigmoid(min_in))
+  log_hi = jax.nn.log_sigmoid(jnp.where(upper, -min_in, plus_in))
+  log_lo = jax.nn.log_sigmoid(jnp.where(upper, -plus_in, min_in))
   d = jnp.minimum(log_lo - log_hi, -1e-30)
   log_delta = log_hi + _log1mexp(d)
   mid_in = inv_s * centered
   log_pdf_mid = mid_in - log_scales - 2.0 * jax.nn.softplus(mid_in)  # log logistic density at the centre
   narrow = (plus_in - min_in) < 1e-3
   log_interior = jnp.where(narrow, log_pdf_mid + np.log(2.0 * half_width), log_delta)
-  # Edge bins absorb the tails.
-  log_first = jax.nn.log_sigmoid(plus_in)  # x = 0:       sigma(plus)
-  log_last = jax.nn.log_sigmoid(-min_in)   # x = 2^b - 1: 1 - sigma(min)
+  # Edge bins absorb the tails: x = 0 has log sigma(plus), x = 2^b - 1 has log(1 - sigma(min)) = log sigma(-min).
   eps = 0.5 * half_width
-  log_p = jnp.where(v[..., None] < -1.0 + eps, log_first,
-                    jnp.where(v[..., None] > 1.0 - eps, log_last, log_interior))  # [..., C, K]
+  first = v[..., None] < -1.0 + eps
+  log_edge = jax.nn.log_sigmoid(jnp.where(first, plus_in, -min_in))
+  log_p = jnp.where(first | (v[..., None] > 1.0 - eps), log_edge, log_interior)  # [..., C, K]
   log_mix = log_p.sum(axis=-2) + jax.nn.log_softmax(logits, axis=-1)  # [..., K]
   return jax.nn.logsumexp(log_mix, axis=-1)  # [...]
 

@@ -1,9 +1,14 @@
-"""Optimisers from `config.optimizer`: Adam/AdamW/Adamax with linear warmup, a schedule and gradient clipping."""
+"""Optimisers from `config.optimizer`: Adam/AdamW/Adamax with linear warmup, a schedule and gradient clipping.
+
+Weight decay: `weight_decay` is AdamW's decoupled decay (name="adamw" only); `l2_weight_decay` is the coupled L2
+penalty of torch.optim's `weight_decay` argument (Adam/Adamax): l2_weight_decay * params is added to the gradient
+before the moments are updated (NVAE trains with torch.optim.Adamax(lr, weight_decay=3e-4, eps=1e-3)).
+"""
 import optax
 
 _OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "adamax": optax.adamax}
 _DEFAULTS = dict(name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 schedule="constant", end_lr_factor=0.0, grad_clip_norm=0.0)
+                 schedule="constant", end_lr_factor=0.0, grad_clip_norm=0.0, l2_weight_decay=0.0)
 
 
 def learning_rate_schedule(opt, total_steps):
@@ -36,6 +41,8 @@ def make_optimizer(optimizer_config, total_steps):
   elif opt["weight_decay"]:
     raise ValueError(f"config.optimizer.weight_decay needs name='adamw', not {opt['name']!r}.")
   tx = _OPTIMIZERS[opt["name"]](schedule, **kwargs)
+  if opt["l2_weight_decay"]:
+    tx = optax.chain(optax.add_decayed_weights(opt["l2_weight_decay"]), tx)  # L2 in the gradient, as torch
   if opt["grad_clip_norm"]:
     tx = optax.chain(optax.clip_by_global_norm(opt["grad_clip_norm"]), tx)
   return tx, schedule

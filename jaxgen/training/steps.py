@@ -61,6 +61,9 @@ def train_step(state, batch, rng, *, model, tx, config):
   finite = jnp.isfinite(loss) & _all_finite(grads)
   if config.get("skip_grad_norm", 0.0):
     finite &= grad_norm < config.skip_grad_norm
+  # Hand XLA one predicate: its fusion otherwise copies the per-leaf `and` chain into every per-leaf select
+  # below (NVAE :bench, 336 leaves: 887k lines of HLO and a 450-620 s compile; 140 s with this).
+  finite = jax.lax.cond(finite, lambda: jnp.bool_(True), lambda: jnp.bool_(False))
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = {
       "step": state["step"] + 1,

@@ -129,11 +129,14 @@ def _depthwise_bwd(padding, res, g):
   q = k - 1 - padding  # dx is the full correlation of g with the flipped kernel
   gp = jnp.pad(g, ((0, 0), (q, q), (q, q), (0, 0)))
   dx = _shifted_sum(gp, w[::-1, ::-1], x.shape[1], x.shape[2])
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  # Kernel taps in channel-major layout [C, B, H, W], so the reduction runs over contiguous memory: the NVAE
+  # training step measured ~12% faster on XLA:CPU than with the reduction over the leading axes of [B, H, W, C].
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).transpose(3, 0, 1, 2)
+  gt = g.transpose(3, 0, 1, 2)
   h_out, w_out = g.shape[1], g.shape[2]
-  taps = tuple(xp[:, i:i + h_out, j:j + w_out, :] * g for i in range(k) for j in range(k))
+  taps = tuple(xp[:, :, i:i + h_out, j:j + w_out] * gt for i in range(k) for j in range(k))
   sums = jax.lax.reduce(taps, tuple(jnp.zeros((), g.dtype) for _ in taps),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (1, 2, 3))
   dw = jnp.stack(sums).reshape(k, k, 1, -1).astype(w.dtype)
   return dx, dw
 
@@ -151,6 +154,15 @@ def use_shifted_depthwise(depthwise_impl):
   if depthwise_impl == "auto":
     return jax.default_backend() == "cpu"
   return depthwise_impl == "shifted"
+
+
+def channel_matmul(x, w):
+  """x [..., C] @ w [C, D] -> [..., D] (a 1x1 convolution) as one 2-D matmul over the flattened batch and space.
+
+  XLA:CPU runs the 2-D form and its weight gradient (one (N, C)^T (N, D) matmul) faster than a 1x1 convolution,
+  whose kernel gradient it computes as a slow convolution plus transposes.
+  """
+  return jnp.dot(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[-1],))
 
 
 class Conv2D(nn.Module):
@@ -197,6 +209,10 @@ class Conv2D(nn.Module):
     p = self.padding
     if self.groups == c_in == self.features and self.stride == 1 and use_shifted_depthwise(self.depthwise_impl):
       y = depthwise_conv_shifted(x, w.astype(x.dtype), p)
+    elif k == 1 and self.groups == 1 and not p and jax.default_backend() == "cpu":
+      # 1x1: a 2-D matmul (XLA:CPU computes a 1x1 convolution's kernel gradient as a convolution plus transposes).
+      # 3x3 convolutions stay lax convolutions: as k*k shifted copies and one matmul they measured slower here.
+      y = channel_matmul(x[:, ::self.stride, ::self.stride], w[0, 0].astype(x.dtype))
     else:
       y = jax.lax.conv_general_dilated(
           x, w.astype(x.dtype), (self.stride, self.stride), [(p, p), (p, p)],

@@ -30,19 +30,27 @@ the K-sample bound log (1/K) sum_k p(x, z_k) / q(z_k | x), computed in chunks.
 
 Sampling: `sample(rng, num, temperature)` scales every prior's sigma (and the logistic noise of the output) by
 the temperature. The paper re-adjusts BatchNorm statistics at that temperature (Sec. 5.2):
-`readjust_batch_stats` returns them (500 generator passes in training mode, batch 36, as evaluate.py);
-keep the result and pass it as "batch_stats" to `sample`, so it is computed once per temperature.
+`readjust_batch_stats` returns them (500 generator passes in training mode, batch 16, as the official evaluate.py);
+keep the result and pass it as "batch_stats" to `sample`, so it is computed once per temperature
+(`TemperatureSampler` does this).
+
+Trainer hooks (module-level, used by jaxgen.training.trainer by name): `train_step` (the shared step, plus random
+horizontal flips with config.random_flip), `eval_step` / `evaluate` (negative ELBO, K-sample importance-weighted
+NLL with K = config.iw_samples, KL per group, active units over the whole split), `sample_images` (BN statistics
+re-adjusted at config.sample_temperature with config.readjust_bn_iterations passes). The BN running averages and
+the power-iteration vectors live in "batch_stats", i.e. in the train state's "model_state", and are checkpointed.
 """
 import functools
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import data
 from jaxgen import distributions
+from jaxgen.training import steps
 from jaxgen.vae import cells
 from jaxgen.vae import spectral
 
@@ -201,6 +209,11 @@ class Model(nn.Module):
   @property
   def num_groups(self):
     return sum(self.groups)
+
+  @property
+  def image_shape(self):
+    """(H, W, C) of the images the model takes; the trainer checks it against the dataset's."""
+    return (self.image_size, self.image_size, self.image_channels)
 
   @property
   def padded_size(self):
@@ -371,7 +384,7 @@ class Model(nn.Module):
     return z, log_det
 
   def _group_terms(self, q, p, z0, z, log_det):
-    """Per-group log q, log p [B], KL [B] and per-channel KL averaged over the batch [C]."""
+    """Per-group log q, log p [B], KL [B] and per-example KL of every channel, summed over positions [B, C]."""
     log_q_el = normal_log_prob_elementwise(z0, *q)
     log_p_el = normal_log_prob_elementwise(z, *p)
     if self.num_nf:
@@ -380,7 +393,7 @@ class Model(nn.Module):
     else:
       kl_el = normal_kl_elementwise(*q, *p)
       kl = _sum_hwc(kl_el)
-    kl_diag = jnp.mean(jnp.sum(kl_el, axis=(1, 2)), axis=0)  # [C]
+    kl_diag = jnp.sum(kl_el, axis=(1, 2))  # [B, C]
     return _sum_hwc(log_q_el) - log_det, _sum_hwc(log_p_el), kl, kl_diag
 
   def _forward(self, x, train):
@@ -464,9 +477,22 @@ class Model(nn.Module):
 
     Training: recon + KL-balanced beta * KL + lambda * (spectral + BN-scale) regularisation; evaluation (or
     train=False): the negative ELBO. "nelbo" is always recon + KL (no warm-up), in nats, and "nelbo_bpd" its
-    bits per dimension ("nelbo_nats" only for binarized data).
+    bits per dimension (also "nelbo_nats" for binarized data, the unit of the MNIST literature).
     """
     del labels  # unconditional
+    return self._losses_and_aux(images, train=train, step=step)[0]
+
+  def evaluation_terms(self, images, labels=None):
+    """(`losses(train=False)`, per-example KL of every latent unit [B, U]) from one forward pass.
+
+    A unit is a channel of a group's latent (U = groups x latents per group), its KL summed over positions;
+    a unit is active when its KL averaged over the data exceeds 0.1 nats (official `kl/total_active`).
+    """
+    del labels
+    out, aux = self._losses_and_aux(images, train=False, step=None)
+    return out, jnp.concatenate(aux["kl_diag"], axis=1)  # [B, U]
+
+  def _losses_and_aux(self, images, *, train, step):
     x, target = self._preprocess(images)
     params, aux, kernels = self._forward_collecting_kernels(x, train)
     recon = self._nll(params, target)  # [B]
@@ -488,17 +514,16 @@ class Model(nn.Module):
       lam = jnp.zeros((), jnp.float32)
       loss = nelbo
     batch = images.shape[0]
-    active = sum(jnp.sum(d > 0.1) for d in aux["kl_diag"]).astype(jnp.float32)
+    active = sum(jnp.sum(jnp.mean(d, axis=0) > 0.1) for d in aux["kl_diag"]).astype(jnp.float32)
     full = lambda v: jnp.broadcast_to(v, (batch,))
     out = dict(loss=loss, nelbo=nelbo, recon=recon, kl=kl, kl_coeff=full(beta), spectral_loss=full(spectral_loss),
                bn_loss=full(bn_loss), reg_coeff=full(lam), active_units=full(active))
+    out["nelbo_bpd"] = nelbo / (np.prod(images.shape[1:]) * np.log(2.0))
     if self.binarized:
       out["nelbo_nats"] = nelbo
-    else:
-      out["nelbo_bpd"] = nelbo / (np.prod(images.shape[1:]) * np.log(2.0))
     if self.report_kl_per_group:
       out.update({f"kl_group_{i:02d}": kl_all[:, i] for i in range(kl_all.shape[1])})
-    return out
+    return out, aux
 
   def log_prob(self, images):
     """ELBO per example [B] in nats (one posterior sample; BN in inference mode)."""
@@ -513,12 +538,11 @@ class Model(nn.Module):
     return -self._nll(params, target) + aux["log_p"] - aux["log_q"]
 
   def kl_per_group(self, images):
-    """KL of every group [B, G] (decoder order) and the number of active units (channels whose batch-mean KL,
-    summed over positions, exceeds 0.1 nats, as the official `kl/total_active`)."""
+    """KL of every group [B, G] (decoder order) and of every latent unit [B, U] (a group's channel, summed over
+    positions; see `evaluation_terms` for active units)."""
     x, _ = self._preprocess(images)
     _, aux = self._forward(x, train=False)
-    active = sum(jnp.sum(d > 0.1) for d in aux["kl_diag"])
-    return aux["kl_all"], active
+    return aux["kl_all"], jnp.concatenate(aux["kl_diag"], axis=1)
 
   def posterior_latents(self, images):
     """One sample z_l ~ q of every group (after the flows), decoder order: list of [B, h_l, w_l, c]."""
@@ -595,7 +619,7 @@ def importance_weighted_log_prob(model, variables, images, rng, num_samples=1000
   return acc - math.log(num_samples)
 
 
-def readjust_batch_stats(model, variables, rng, temperature, num_samples=36, num_iterations=500):
+def readjust_batch_stats(model, variables, rng, temperature, num_samples=16, num_iterations=500):
   """BatchNorm statistics re-adjusted to samples at `temperature` (paper Sec. 5.2; official evaluate.py `set_bn`).
 
   Runs the generator `num_iterations` times in training mode on `num_samples` prior samples, letting every
@@ -609,6 +633,135 @@ def readjust_batch_stats(model, variables, rng, temperature, num_samples=36, num
     return updated["batch_stats"]
 
   return jax.lax.fori_loop(0, num_iterations, body, variables["batch_stats"])
+
+
+def display_images(model, variables, rng, num, temperature):
+  """uint8 [num, H, W, C] images to look at: `Model.sample`, except for binarized data the Bernoulli means
+  p(x = 1 | z) * 255 (official train.py shows `output.mean` for Bernoulli decoders; 0/1 samples look like noise)."""
+  if not model.binarized:
+    return model.apply(variables, rng, num, temperature, method=Model.sample)
+  logits = model.apply(variables, jax.random.split(rng)[0], num, temperature, method=Model.generate)
+  return jnp.round(jax.nn.sigmoid(logits) * 255.0).astype(jnp.uint8)
+
+
+class TemperatureSampler:
+  """Samples at any temperature with BatchNorm statistics re-adjusted to that temperature, each computed once.
+
+    sampler = nvae.TemperatureSampler(model, variables, jax.random.key(1))
+    images = sampler.sample(jax.random.key(0), 64, temperature=0.7)  # 500 generator passes at 0.7, then cached
+
+  The statistics of a temperature (`readjust_batch_stats`, official evaluate.py `set_bn`: 500 passes of 16
+  samples) are kept in `self.cache`; later calls at that temperature reuse them. One compiled function serves
+  every temperature. `num_iterations=0` samples with the running averages from training.
+  """
+
+  def __init__(self, model, variables, rng, num_samples=16, num_iterations=500):
+    self.model, self.variables, self.rng, self.num_iterations = model, variables, rng, num_iterations
+    self.cache = {}  # temperature -> "batch_stats"
+    self._readjust = jax.jit(functools.partial(readjust_batch_stats, model, num_samples=num_samples,
+                                               num_iterations=num_iterations))
+    self._sample = jax.jit(functools.partial(display_images, model), static_argnums=2)
+
+  def batch_stats(self, temperature):
+    key = float(temperature)
+    if key not in self.cache:
+      self.cache[key] = self._readjust(self.variables, self.rng, jnp.float32(key))
+    return self.cache[key]
+
+  def sample(self, rng, num, temperature=1.0):
+    """uint8 [num, H, W, C] at `temperature` (`display_images`), with the statistics re-adjusted to it."""
+    variables = dict(self.variables)
+    if self.num_iterations:
+      variables["batch_stats"] = self.batch_stats(temperature)
+    return self._sample(variables, rng, num, jnp.float32(temperature))
+
+
+# ----------------------------------------------------------------------------------------------
+# Hooks of the shared trainer (jaxgen.training.trainer uses module-level functions of these names).
+# ----------------------------------------------------------------------------------------------
+
+ACTIVE_UNIT_THRESHOLD = 0.1  # nats (official train.py: `torch.sum(kl_diag_i > 0.1)`)
+
+
+def _variables(state):
+  return {"params": steps.eval_params(state), **state["model_state"]}
+
+
+def train_step(state, batch, rng, *, model, tx, config):
+  """`jaxgen.training.steps.train_step`, after random horizontal flips of the images when config.random_flip
+  (official CIFAR-10 `RandomHorizontalFlip`); the flips are a function of (rng, step), so resume stays exact."""
+  if config.get("random_flip", False):
+    images = batch["image"]  # [B, H, W, C]
+    rng_flip = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), 0xF11B)
+    flip = jax.random.bernoulli(rng_flip, 0.5, images.shape[:1])  # [B]
+    batch = {**batch, "image": jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)}
+  return steps.train_step(state, batch, rng, model=model, tx=tx, config=config)
+
+
+def eval_step(state, batch, rng, *, model, config):
+  """Per-batch sums over real (mask == 1) examples of `Model.losses` (train=False: "nelbo", "nelbo_bpd", ...,
+  KL per group), of the per-unit KL "kl_units" [U], and with config.iw_samples = K > 0 of the importance-weighted
+  NLL with K samples, "iw_nll_bpd" (and "iw_nll_nats" for binarized data), drawn config.iw_chunk_size at a time
+  (memory of a batch of eval_batch_size x iw_chunk_size images). Plus "count".
+  """
+  variables = _variables(state)
+  rng_elbo, rng_iw = jax.random.split(rng)
+  terms, kl_units = model.apply(variables, batch["image"], rngs={"sample": rng_elbo},
+                                method=Model.evaluation_terms)
+  mask = batch["mask"].astype(jnp.float32)  # [B]
+  sums = {name: jnp.sum(value * mask) for name, value in terms.items()}
+  sums["kl_units"] = jnp.sum(kl_units * mask[:, None], axis=0)  # [U]
+  num_samples = int(config.get("iw_samples", 0))
+  if num_samples:
+    nll = -importance_weighted_log_prob(model, variables, batch["image"], rng_iw, num_samples,
+                                        int(config.get("iw_chunk_size", 1)))  # [B]
+    sums["iw_nll_bpd"] = jnp.sum(nll * mask) / (np.prod(model.image_shape) * np.log(2.0))
+    if model.binarized:
+      sums["iw_nll_nats"] = jnp.sum(nll * mask)
+  return sums | {"count": jnp.sum(mask)}
+
+
+def evaluate(s, state, split=None, num_examples=None):
+  """Averages of `eval_step`'s sums over a split, and the number of active latent units.
+
+  Active units need data-level statistics: each unit's KL is summed over the examples, divided by their number,
+  and thresholded at 0.1 nats afterwards (not a per-batch count averaged). Returns {name: float}, including
+  "active_units" and "latent_units" (U) and "num_examples".
+  """
+  config = s.config
+  split = split or config.eval_split
+  batch_size = config.eval_batch_size or config.batch_size
+  rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
+  rng = jax.random.key(config.seed + 1)
+  batches = data.eval_batches(s.eval_data(split), batch_size, rows, num_examples or None, config.binarize,
+                              config.seed)
+  totals = None
+  for i, local in enumerate(batches):
+    sums = s.eval_step(state, s.batch(local), jax.random.fold_in(rng, i))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals.pop("count"))
+  kl_units = np.asarray(totals.pop("kl_units"), np.float64) / count  # [U]
+  results = {name: float(value / count) for name, value in totals.items()}
+  results |= {"active_units": int(np.sum(kl_units > ACTIVE_UNIT_THRESHOLD)), "latent_units": int(kl_units.size)}
+  return results | {"num_examples": int(count)}
+
+
+def sample_images(state, rng, labels, *, model, config):
+  """uint8 [num, H, W, C] at config.sample_temperature for the trainer's sample grids (`display_images`).
+
+  With config.readjust_bn_iterations = n > 0 the BatchNorm statistics are first re-adjusted to samples at that
+  temperature by n generator passes (the paper uses 500; a few dozen suffice for a progress grid, since each
+  pass moves the running averages by momentum 0.05). The parameters change between the trainer's calls, so
+  nothing is cached here; `TemperatureSampler` caches for a fixed model.
+  """
+  variables = _variables(state)
+  rng_bn, rng_sample = jax.random.split(rng)
+  iterations = int(config.get("readjust_bn_iterations", 0))
+  if iterations:
+    variables["batch_stats"] = readjust_batch_stats(model, variables, rng_bn, config.sample_temperature,
+                                                    num_iterations=iterations)
+  return display_images(model, variables, rng_sample, labels.shape[0], config.sample_temperature)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
+from jaxgen.training import optim
 from jaxgen.vae import nvae
-from jaxgen.vae import optim
 
 # Tests run tiny shapes: XLA's CPU backend optimisations cost more compile time than they save.
 _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
@@ -117,7 +117,7 @@ def test_importance_weighted_bound(tiny):
 def test_negative_elbo_falls_with_adamax(tiny):
   model, variables, _, _, _, _ = tiny
   x = _images(1, 8)
-  tx = optim.adamax(learning_rate=1e-2, warmup_epochs=0, epochs=100)
+  tx, _ = optim.make_optimizer(dict(name="adamax", lr=1e-2, eps=1e-3, l2_weight_decay=3e-4), total_steps=100)
 
   @_jit
   def train_step(state, x, rng):
@@ -164,7 +164,16 @@ def test_sample_and_batchnorm_readjustment(tiny):
   # what training-mode BN does at that temperature: sampling uses them and gives different images.
   images_readjusted = sample({"params": variables["params"], "batch_stats": stats}, _key(5))
   assert not np.array_equal(images, images_readjusted)
+  # TemperatureSampler: the same statistics, computed once per temperature and then reused.
+  sampler = nvae.TemperatureSampler(model, variables, _key(6), num_samples=6, num_iterations=20)
+  calls = []
+  readjust_once = sampler._readjust  # pylint: disable=protected-access
+  sampler._readjust = lambda *a: calls.append(a[-1]) or readjust_once(*a)  # pylint: disable=protected-access
+  first = sampler.sample(_key(5), 6, 0.7)
+  np.testing.assert_array_equal(first, sampler.sample(_key(5), 6, 0.7))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5), sampler.batch_stats(0.7), stats)
+  sampler.sample(_key(5), 6, 1.0)
+  assert len(calls) == 2 and sorted(sampler.cache) == [0.7, 1.0]
   # Re-adjusting at another temperature gives other statistics.
-  stats_hot = readjust(variables, _key(6), 1.0)
-  assert not np.allclose(jax.tree.leaves(stats_hot["post_process_0"])[0],
+  assert not np.allclose(jax.tree.leaves(sampler.cache[1.0]["post_process_0"])[0],
                          jax.tree.leaves(stats["post_process_0"])[0])

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgen.training import optim
 from jaxgen.vae import cells
 from jaxgen.vae import nvae
-from jaxgen.vae import optim
 from jaxgen.vae import spectral
 
 # Tests run tiny shapes: XLA's CPU backend optimisations cost more compile time than they save.
@@ -175,12 +175,15 @@ def test_batchnorm_loss_and_coefficient_schedule():
 
 
 def test_adamax_matches_torch_adamax_with_l2_and_schedule():
-  sched = optim.learning_rate_schedule(1e-2, 1e-4, warmup_epochs=2, epochs=10, steps_per_epoch=3)
-  # warm-up per step from 0; epoch 2 (no cosine step yet) at the base lr; last epoch at the minimum.
-  np.testing.assert_allclose([sched(0), sched(3), sched(6), sched(27)], [0.0, 5e-3, 1e-2, 1e-4], rtol=1e-5)
-  np.testing.assert_allclose(sched(12), 1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi * 2 / 7)), rtol=1e-5)
+  """The NVAE configs' optimizer: torch.optim.Adamax(lr, weight_decay=3e-4, eps=1e-3), warm-up, cosine to 1e-4."""
+  opt = dict(name="adamax", lr=1e-2, eps=1e-3, l2_weight_decay=3e-4, warmup_steps=10, schedule="cosine",
+             end_lr_factor=1e-2)
+  _, sched = optim.make_optimizer(opt, total_steps=110)
+  # Official train.py: lr * step / warmup_iters during warm-up, then cosine annealing to learning_rate_min.
+  np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(60), sched(110)],
+                             [0.0, 5e-3, 1e-2, 1e-4 + (1e-2 - 1e-4) * 0.5, 1e-4], rtol=1e-5)
 
-  tx = optim.adamax(learning_rate=1e-2, learning_rate_min=1e-2, weight_decay=3e-4, warmup_epochs=0)
+  tx, _ = optim.make_optimizer(opt | dict(warmup_steps=0, schedule="constant"), total_steps=10)
   p = jnp.array([1.0, -2.0, 0.5])
   grads = [jnp.array([0.1, 0.2, -0.3]), jnp.array([-0.5, 0.0, 0.1])]
   state = tx.init(p)
@@ -210,3 +213,27 @@ def test_depthwise_shifted_conv_equals_grouped_conv():
                        argnums=(0, 1))(x, w)
   for got, ref in zip(grads, ref_grads):
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_1x1_conv2d_as_matmul_equals_lax_convolution_and_gradients():
+  # Conv2D's CPU path for 1x1 kernels (stride 1 and 2) is a 2-D matmul; it must equal lax's convolution.
+  noise = np.random.RandomState(10)
+  x = jnp.asarray(noise.standard_normal((2, 6, 6, 3)), jnp.float32)
+  for stride in (1, 2):
+    layer = cells.Conv2D(4, 1, stride=stride, use_bias=True)
+    params = layer.init(jax.random.key(0), x)["params"]
+    params = {**params, "bias": params["bias"] + 0.5}
+
+    def ref(params, x):
+      w = layer.apply({"params": params}, params["kernel"], params["log_weight_norm"], None,
+                      method=cells.Conv2D.effective_kernel)
+      return jax.lax.conv_general_dilated(x, w, (stride, stride), [(0, 0), (0, 0)],
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+
+    got = lambda params, x: layer.apply({"params": params}, x)
+    np.testing.assert_allclose(got(params, x), ref(params, x), atol=1e-5)
+    loss = lambda f: (lambda params, x: jnp.sum(jnp.sin(f(params, x))))
+    grads = jax.grad(loss(got), argnums=(0, 1))(params, x)
+    ref_grads = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(a, b, atol=1e-4)
