@@ -16,8 +16,9 @@ timed at in issue 3 (2 resnets per block, 64 filters, batch 8, about 3.3M parame
 """
 import ml_collections
 
-S_CURVES = ["s_curve", "s_curve_rot90", "s_curve_rot180", "s_curve_rot270",
-            "s_curve_flip", "s_curve_rot90_flip", "s_curve_rot180_flip", "s_curve_rot270_flip"]
+from jaxgen.autoregressive import orders
+
+S_CURVES = list(orders.variants("s_curve"))  # the 8 rotations/reflections of the S-curve
 
 
 def get_config(arg=None):

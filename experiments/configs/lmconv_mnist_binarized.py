@@ -14,8 +14,9 @@ dropout, clip 2e6). Results are nats per image: eval/nats (one order) and eval/n
 """
 import ml_collections
 
-S_CURVES = ["s_curve", "s_curve_rot90", "s_curve_rot180", "s_curve_rot270",
-            "s_curve_flip", "s_curve_rot90_flip", "s_curve_rot180_flip", "s_curve_rot270_flip"]
+from jaxgen.autoregressive import orders
+
+S_CURVES = list(orders.variants("s_curve"))  # the 8 rotations/reflections of the S-curve
 
 
 def get_config(arg=None):
