@@ -215,6 +215,37 @@ def test_depthwise_shifted_conv_equals_grouped_conv():
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+def test_masked_convs_skipping_dead_taps_equal_lax_convolution_and_gradients():
+  # Conv2D's CPU paths for masked kernels use only the taps the autoregressive mask leaves alive: the depthwise
+  # shifted sum (5x5, 13 of 25 taps) and the tap matmul (3x3 with zero diagonal, 5 of 9 taps, and mirrored).
+  noise = np.random.RandomState(11)
+  x = jnp.asarray(noise.standard_normal((2, 6, 7, 4)), jnp.float32)
+  cases = [dict(features=4, kernel_size=5, padding=2, groups=4, zero_diag=False, mirror=False),
+           dict(features=8, kernel_size=3, padding=1, zero_diag=True, mirror=False),
+           dict(features=8, kernel_size=3, padding=1, zero_diag=True, mirror=True)]
+  for case in cases:
+    layer = cells.Conv2D(masked=True, **case)
+    params = layer.init(jax.random.key(1), x)["params"]
+    params = jax.tree.map(lambda p: p + 0.3 * jnp.asarray(noise.standard_normal(p.shape), p.dtype), params)
+    taps = cells.live_taps(layer._mask(4))
+    assert len(taps) == (13 if case["kernel_size"] == 5 else 5)
+
+    def reference(params, x):
+      mask = layer._mask(4)
+      w = layer.effective_kernel(params["kernel"], params["log_weight_norm"], mask)
+      p = case["padding"]
+      return jax.lax.conv_general_dilated(x, w, (1, 1), [(p, p), (p, p)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                          feature_group_count=case.get("groups", 1))
+
+    loss = lambda f: (lambda params, x: jnp.sum(jnp.sin(f(params, x))))
+    fast = lambda params, x: layer.apply({"params": params}, x)
+    np.testing.assert_allclose(fast(params, x), reference(params, x), atol=1e-5)
+    grads = jax.grad(loss(fast), argnums=(0, 1))(params, x)
+    ref_grads = jax.grad(loss(reference), argnums=(0, 1))(params, x)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
 def test_1x1_conv2d_as_matmul_equals_lax_convolution_and_gradients():
   # Conv2D's CPU path for 1x1 kernels (stride 1 and 2) is a 2-D matmul; it must equal lax's convolution.
   noise = np.random.RandomState(10)
