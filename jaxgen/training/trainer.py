@@ -27,7 +27,7 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
                  "ckpt_every", "model_name", "model")
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
-                binarize="", skip_grad_norm=0.0)
+                binarize="", skip_grad_norm=0.0, xla_cpu_options={})
 STEP_FUNCTIONS = ("init_state", "train_step", "eval_step", "sample_images")
 # A family module may also define `evaluate(s, state, split, num_examples) -> {name: float}` to replace
 # `evaluate_state` (a GAN's FID needs features of whole sets, not per-batch sums).
@@ -124,9 +124,13 @@ class Setup:
 
   @functools.cached_property
   def train_step(self):
+    """The jit-compiled step. On CPU it is compiled with config.xla_cpu_options, XLA debug options chosen per
+    config because they help one model and hurt another (Glow's 256-channel coupling networks gain from YNNPACK
+    dot fusion, NVAE and LMConv lose); other backends ignore them."""
     fn = functools.partial(self.fns["train_step"], model=self.model, tx=self.tx, config=self.config)
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
-                   out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+                   out_shardings=(self.state_sharding, self.replicated), donate_argnums=0,
+                   compiler_options=xla_cpu_options(self.config))
 
   @functools.cached_property
   def eval_step(self):
@@ -149,6 +153,22 @@ class Setup:
     return data.load(self.config.dataset, split, self.config.data_dir)
 
 
+def xla_cpu_options(config):
+  """config.xla_cpu_options as jit compiler options: on CPU only, None when empty."""
+  return (dict(config.xla_cpu_options) or None) if jax.default_backend() == "cpu" else None
+
+
+def check_xla_cpu_options(options):
+  """Raises ValueError naming the option when XLA rejects config.xla_cpu_options (a trivial compile, ~10 ms)."""
+  if not options or jax.default_backend() != "cpu":
+    return
+  try:
+    jax.jit(lambda: jnp.zeros(()), compiler_options=dict(options)).lower().compile()
+  except Exception as e:  # XLA's error type is not public API
+    raise ValueError(f"config.xla_cpu_options={dict(options)} is refused by XLA: {str(e).splitlines()[0]}; use "
+                     f"XLA DebugOptions field names and enum values (e.g. LIBRARY_FUSION_TYPE_DOT).") from None
+
+
 def setup(config, train_data=None):
   """Checks the config, the data and the model (shapes only: no compile, no FLOPs), and returns a `Setup`.
 
@@ -162,6 +182,7 @@ def setup(config, train_data=None):
   data.check_binarize(config.binarize)
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
+  check_xla_cpu_options(config.xla_cpu_options)
   module, model = build_model(config)
   train_data = train_data or data.load(config.dataset, "train", config.data_dir)
   check_dataset(model, train_data)

@@ -147,6 +147,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     ({"model_name": "flows.nope"}, ValueError, "names no module"),
     ({"optimizer": dict(name="adam", learning_rate=1e-3)}, ValueError, "Unknown config.optimizer key"),
     ({"batch_size": 0}, ValueError, "must be positive"),
+    ({"xla_cpu_options": {"xla_cpu_experimental_ynn_fusion_type": "DOT"}}, ValueError, "xla_cpu_options"),
 ])
 def test_bad_config_fails_fast_with_a_clear_error(tmp_path, overrides, error, message):
   overrides = {k: (v.format(tmp=tmp_path) if isinstance(v, str) else v) for k, v in overrides.items()}
@@ -229,3 +230,13 @@ def test_updates_with_a_gradient_norm_above_skip_grad_norm_are_skipped():
   assert int(applied["skipped_updates"]) == 0
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), applied["params"], state["params"])
   assert any(jax.tree.leaves(changed))
+
+
+def test_xla_cpu_options_reach_the_compiled_train_step():
+  s = trainer.setup(tiny_config(xla_cpu_options={"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}))
+  state = s.init()
+  batch = s.batch(s.train_data.get(np.arange(s.config.batch_size)))
+  with s.config.unlocked():  # swapped after the check in setup: the step must pass it to XLA, which refuses it
+    s.config.xla_cpu_options = {"xla_cpu_experimental_ynn_fusion_type": "NOT_AN_ENUM_VALUE"}
+  with pytest.raises(Exception, match="NOT_AN_ENUM_VALUE"):
+    s.train_step.lower(state, batch, jax.random.key(0)).compile()
