@@ -63,6 +63,7 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0):
   peak_bytes = mem.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   result = {
       "config": s.config.model_name, "model": dict(s.config.model), "batch_size": s.config.batch_size,
+      "xla_cpu_options": dict(s.config.xla_cpu_options),
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}", "backend": jax.default_backend(),
       "images_per_sec": s.config.batch_size / step_s, "step_ms_median": 1e3 * step_s,
       "step_ms_min": 1e3 * min(times), "compile_s": compile_s,
