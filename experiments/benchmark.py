@@ -7,6 +7,7 @@ shape, so no dataset is needed. images_per_sec is the median over --steps timed 
 images_per_sec_mean the mean (the amortised figure where some steps do more, e.g. a GAN's lazy R1).
 """
 import json
+import os
 import resource
 import statistics
 import time
@@ -63,7 +64,7 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0):
   peak_bytes = mem.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   result = {
       "config": s.config.model_name, "model": dict(s.config.model), "batch_size": s.config.batch_size,
-      "xla_cpu_options": dict(s.config.xla_cpu_options),
+      "xla_cpu_options": dict(s.config.xla_cpu_options), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}", "backend": jax.default_backend(),
       "images_per_sec": s.config.batch_size / step_s, "step_ms_median": 1e3 * step_s,
       "step_ms_min": 1e3 * min(times), "compile_s": compile_s,

@@ -1,6 +1,16 @@
-"""experiments/benchmark.py times the trainer's own compiled step: its figures must be those of real steps."""
+"""experiments/benchmark.py times the trainer's own compiled step: its figures must be those of real steps.
+The scripts run with huge-page malloc on Linux (experiments/cli.py)."""
+import json
+import os
+import subprocess
+import sys
+
 from experiments import benchmark
+from experiments import cli
 from experiments.configs import glow_cifar10
+
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+LINUX = sys.platform.startswith("linux")
 
 
 def test_benchmark_times_the_trainers_step_with_its_options():
@@ -11,3 +21,25 @@ def test_benchmark_times_the_trainers_step_with_its_options():
   assert abs(result["images_per_sec"] - 1e3 * config.batch_size / result["step_ms_median"]) < 1e-6
   assert result["compile_s"] > 0 and result["flops_per_step"] > 0
   assert result["params"] > 0 and result["peak_memory_mib"] > 0
+
+
+def test_hugepage_malloc_env_adds_the_glibc_tunable_once():
+  env = cli.hugepage_malloc_env({"PATH": "/bin"})
+  if not LINUX:
+    assert env is None
+    return
+  assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert cli.hugepage_malloc_env(env) is None  # already set: no second re-exec
+  kept = cli.hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  assert cli.hugepage_malloc_env({"JAXGEN_HUGEPAGES": "0"}) is None  # opt-out
+
+
+def test_scripts_reexecute_with_hugepage_malloc():
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXGEN_HUGEPAGES")}
+  out = subprocess.run([sys.executable, "-m", "experiments.benchmark",
+                        "--config=experiments/configs/glow_quickstart.py:smoke", "--steps=1", "--warmup=0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert ("glibc.malloc.hugetlb=1" in result["glibc_tunables"]) == LINUX
