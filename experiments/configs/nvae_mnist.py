@@ -19,6 +19,8 @@ for 3,000 steps of 64 on real MNIST: negative ELBO 88.35 nats, IW NLL 85.72 nats
 """
 import ml_collections
 
+from experiments.configs import nvae_quickstart
+
 STEPS_PER_EPOCH = 150  # 60k images / (2 GPUs x 200)
 
 
@@ -58,12 +60,7 @@ def get_config(arg=None):
     config.iw_samples, config.readjust_bn_iterations = 2, 2
   elif arg == "small":  # the quickstart's 1.3M-parameter model on real MNIST, for CPU budgets
     config.batch_size, config.total_steps = 64, 3000
-    config.model = dict(
-        image_size=28, image_channels=1, binarized=True, pad=2, num_channels_enc=16, num_channels_dec=16,
-        num_preprocess_blocks=2, num_preprocess_cells=1, num_postprocess_blocks=2, num_postprocess_cells=1,
-        num_latent_scales=2, num_groups_per_scale=3, ada_groups=True, num_latent_per_group=8,
-        num_cell_per_cond_enc=1, num_cell_per_cond_dec=1, num_nf=0, use_se=True, res_dist=True,
-        weight_decay_norm=1e-2, kl_anneal_steps=900, kl_const_steps=0)
+    config.model = dict(nvae_quickstart.get_config().model, kl_anneal_steps=900)  # 30% of the steps, as above
     config.optimizer = dict(config.optimizer, warmup_steps=150)
     config.log_every, config.eval_every, config.ckpt_every = 100, 1000, 500
   elif arg:

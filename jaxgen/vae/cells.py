@@ -144,9 +144,8 @@ def _depthwise_bwd(padding, taps, res, g):
   prods = tuple(xp[:, :, i:i + h_out, j:j + w_out] * gt for i, j in taps)
   sums = jax.lax.reduce(prods, tuple(jnp.zeros((), g.dtype) for _ in prods),
                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (1, 2, 3))
-  dw = jnp.zeros((k, k, 1, w.shape[-1]), w.dtype)
-  for (i, j), tap in zip(taps, sums):
-    dw = dw.at[i, j, 0].set(tap.astype(w.dtype))
+  by_tap, zero = dict(zip(taps, sums)), jnp.zeros(w.shape[-1:], g.dtype)
+  dw = jnp.stack([by_tap.get(tap, zero) for tap in _all_taps(k)]).reshape(k, k, 1, -1).astype(w.dtype)
   return dx, dw
 
 
