@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgen.gan import augment
 from jaxgen.gan import layers
 from jaxgen.metrics import sample_quality
 
@@ -65,6 +66,8 @@ class Config:
   pl_batch_shrink: int = 2
   pl_decay: float = 0.01
   style_mixing_prob: float = 0.9
+  # DiffAugment policy for every image D sees ('' none; e.g. 'color,translation,cutout'; jaxgen.gan.augment).
+  diffaugment: str = ""
   # Optimisers and EMA.
   g_lr: float = 0.002
   d_lr: float = 0.002
@@ -82,6 +85,7 @@ class Config:
       raise ValueError(f"d_architecture must be 'resnet' or 'orig', got {self.d_architecture!r}.")
     if self.pl_batch_shrink < 1:
       raise ValueError("pl_batch_shrink must be >= 1.")
+    augment.check_policy(self.diffaugment)
 
   @property
   def num_ws(self):
@@ -498,7 +502,10 @@ def _synthesis(cfg, g_params, ws, rng_noise):
   return Generator(cfg).apply({"params": g_params}, ws, "random", method="synthesis", rngs={"noise": rng_noise})
 
 
-def _discriminator(cfg, d_params, img, labels):
+def _discriminator(cfg, d_params, img, labels, rng_aug=None):
+  """D's logits [B]; with cfg.diffaugment and an `rng_aug`, D sees the DiffAugment of img."""
+  if cfg.diffaugment and rng_aug is not None:
+    img = augment.diff_augment(img, rng_aug, cfg.diffaugment)
   return Discriminator(cfg).apply({"params": d_params}, img, labels)
 
 
@@ -507,13 +514,14 @@ def g_main_step(state, batch, rng, *, cfg, g_tx):
   cfg = make_config(cfg)
   b = batch["image"].shape[0]
   rng_z, rng_c, rng_mix, rng_noise = jax.random.split(rng, 4)
+  rng_aug = jax.random.fold_in(rng, 1)  # folded, not split: runs without DiffAugment draw the same z as before
   z = jax.random.normal(rng_z, (b, cfg.z_dim))
   labels = _gen_labels(batch, rng_c, cfg.num_classes, b)
 
   def loss_fn(g_params):
     ws, w = _run_mapping(cfg, g_params, z, labels, rng_mix, mixing=True)
     img = _synthesis(cfg, g_params, ws, rng_noise)
-    logits = _discriminator(cfg, state["d_params"], img, labels)
+    logits = _discriminator(cfg, state["d_params"], img, labels, rng_aug)
     return jnp.mean(jax.nn.softplus(-logits)), (w, logits)
 
   (loss, (w, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["g_params"])
@@ -557,6 +565,7 @@ def d_main_step(state, batch, rng, *, cfg, d_tx):
   real = to_float(batch["image"])
   b = real.shape[0]
   rng_z, rng_c, rng_mix, rng_noise = jax.random.split(rng, 4)
+  rng_aug_fake, rng_aug_real = jax.random.fold_in(rng, 1), jax.random.fold_in(rng, 2)
   z = jax.random.normal(rng_z, (b, cfg.z_dim))
   gen_labels = _gen_labels(batch, rng_c, cfg.num_classes, b)
   real_labels = batch["label"].astype(jnp.int32) if cfg.num_classes > 0 else None
@@ -564,8 +573,8 @@ def d_main_step(state, batch, rng, *, cfg, d_tx):
   fake = jax.lax.stop_gradient(_synthesis(cfg, state["g_params"], ws, rng_noise))
 
   def loss_fn(d_params):
-    fake_logits = _discriminator(cfg, d_params, fake, gen_labels)
-    real_logits = _discriminator(cfg, d_params, real, real_labels)
+    fake_logits = _discriminator(cfg, d_params, fake, gen_labels, rng_aug_fake)
+    real_logits = _discriminator(cfg, d_params, real, real_labels, rng_aug_real)
     loss = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
     return loss, (fake_logits, real_logits)
 
@@ -579,15 +588,15 @@ def d_main_step(state, batch, rng, *, cfg, d_tx):
 
 
 def d_reg_step(state, batch, rng, *, cfg, d_tx):
-  """Lazy R1 step: loss = mean(gamma / 2 * |grad_x D(x)|^2) * r1_interval on the real batch."""
-  del rng
+  """Lazy R1 step: loss = mean(gamma / 2 * |grad_x D(x)|^2) * r1_interval on the real batch (with DiffAugment,
+  the gradient of D(augment(x)) w.r.t. the un-augmented x, as DiffAugment and ADA do)."""
   cfg = make_config(cfg)
   real = to_float(batch["image"])
   labels = batch["label"].astype(jnp.int32) if cfg.num_classes > 0 else None
   gain = cfg.r1_interval or 1
 
   def loss_fn(d_params):
-    penalty = r1_penalty(lambda x: _discriminator(cfg, d_params, x, labels), real)  # [B]
+    penalty = r1_penalty(lambda x: _discriminator(cfg, d_params, x, labels, rng), real)  # [B]
     return jnp.mean(penalty * (cfg.r1_gamma / 2)) * gain, jnp.mean(penalty)
 
   (_, penalty), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["d_params"])
