@@ -49,7 +49,7 @@ def get_config(arg=None):
                                  classifier_widths=(8,), classifier_embed_dim=8)
   elif arg == "small":  # the quickstart's 0.6M-parameter GAN on all of MNIST, with DiffAugment, for CPU budgets
     config.total_steps = 20_000  # 640k images
-    config.model = dict(stylegan2_quickstart.get_config().model, diffaugment="color,translation,cutout")
+    config.model = dict(stylegan2_quickstart.get_config().model)  # DiffAugment included
     config.log_every, config.eval_every, config.ckpt_every = 500, 2500, 2500
     config.sample_metrics = dict(num_samples=2000)  # intermediate evaluations; `evaluate` can use 10k at the end
   elif arg:

@@ -158,14 +158,15 @@ def xla_cpu_options(config):
   return (dict(config.xla_cpu_options) or None) if jax.default_backend() == "cpu" else None
 
 
-def check_xla_cpu_options(options):
+def check_xla_cpu_options(config):
   """Raises ValueError naming the option when XLA rejects config.xla_cpu_options (a trivial compile, ~10 ms)."""
-  if not options or jax.default_backend() != "cpu":
+  options = xla_cpu_options(config)
+  if options is None:
     return
   try:
-    jax.jit(lambda: jnp.zeros(()), compiler_options=dict(options)).lower().compile()
+    jax.jit(lambda: jnp.zeros(()), compiler_options=options).lower().compile()
   except Exception as e:  # XLA's error type is not public API
-    raise ValueError(f"config.xla_cpu_options={dict(options)} is refused by XLA: {str(e).splitlines()[0]}; use "
+    raise ValueError(f"config.xla_cpu_options={options} is refused by XLA: {str(e).splitlines()[0]}; use "
                      f"XLA DebugOptions field names and enum values (e.g. LIBRARY_FUSION_TYPE_DOT).") from None
 
 
@@ -182,7 +183,7 @@ def setup(config, train_data=None):
   data.check_binarize(config.binarize)
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
-  check_xla_cpu_options(config.xla_cpu_options)
+  check_xla_cpu_options(config)
   module, model = build_model(config)
   train_data = train_data or data.load(config.dataset, "train", config.data_dir)
   check_dataset(model, train_data)

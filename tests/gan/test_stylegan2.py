@@ -206,6 +206,6 @@ def test_whole_model_gradients_match_xla_convolutions(monkeypatch):
   got = jax.jit(jax.grad(losses, argnums=(0, 1)))(state["g_params"], state["d_params"])
   assert winograd_calls  # the large-batch path was exercised
   monkeypatch.setattr(layers, "conv2d_resample", _xla_conv2d_resample)
-  want = jax.jit(jax.grad(lambda g, d: losses(g, d), argnums=(0, 1)))(state["g_params"], state["d_params"])
+  want = jax.jit(jax.grad(losses, argnums=(0, 1)))(state["g_params"], state["d_params"])
   for a, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, w, rtol=2e-3, atol=2e-3 * float(jnp.max(jnp.abs(w))) + 1e-6)
