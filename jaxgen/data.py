@@ -19,6 +19,10 @@ import numpy as np
 
 BUNDLED = "digits"
 BINARIZE_MODES = ("", "dynamic", "threshold")
+# Seeds of the data's randomness, [config.seed, ..., suffix]: each stream has its own suffix.
+INIT_SEED = 2**31 - 1  # the batch that data-dependent init sees
+TRAIN_NOISE = 0xB1  # dynamic binarization of training batches
+EVAL_NOISE = 0xE7  # dynamic binarization of evaluation batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +141,7 @@ def train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefe
   """Yields host-local training batches for steps start_step, start_step + 1, ... (decoded in a background thread)."""
   def fetch(step):
     batch = dataset.get(train_indices(dataset.num_examples, batch_size, seed, step)[rows])
-    batch["image"] = binarize(batch["image"], binarize_mode, [seed, step, 0xB1], rows)
+    batch["image"] = binarize(batch["image"], binarize_mode, [seed, step, TRAIN_NOISE], rows)
     return batch
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -163,6 +167,57 @@ def eval_batches(dataset, batch_size, rows=slice(None), num_examples=None, binar
     mask = (idx < total).astype(np.float32)
     idx = np.where(idx < total, idx, 0)
     batch = dataset.get(idx[rows])
-    batch["image"] = binarize(batch["image"], binarize_mode, [seed, i, 0xE7], rows)
+    batch["image"] = binarize(batch["image"], binarize_mode, [seed, i, EVAL_NOISE], rows)
     batch["mask"] = mask[rows]
     yield batch
+
+
+class Input:
+  """The data of one run, built from the config: datasets, binarization, seed, batch sizes and this host's rows.
+
+  config keys read: dataset, data_dir, binarize, seed, batch_size, eval_batch_size (0: batch_size).
+  `train` is the train split (or `train_data`, e.g. synthetic images for benchmarks); other splits are opened once,
+  on first use. Every batch is host-local: this process's rows of the global batch (`host_slice`).
+  """
+
+  def __init__(self, config, train_data=None, process_index=0, process_count=1):
+    self.config = config
+    check_binarize(config.binarize)
+    self.train = train_data or load(config.dataset, "train", config.data_dir)
+    self.batch_size = config.batch_size
+    self.eval_batch_size = config.eval_batch_size or config.batch_size
+    self.rows = host_slice(self.batch_size, process_index, process_count)
+    self.eval_rows = host_slice(self.eval_batch_size, process_index, process_count)
+    self._splits = {}
+
+  def split(self, name):
+    """The `Dataset` of split `name`, opened once."""
+    if name not in self._splits:
+      self._splits[name] = load(self.config.dataset, name, self.config.data_dir)
+    return self._splits[name]
+
+  def init_batch(self):
+    """This host's rows of the batch that data-dependent init sees (openai/glow inits on training data)."""
+    seed = [self.config.seed, INIT_SEED]
+    idx = np.random.default_rng(seed).permutation(self.train.num_examples)[:self.batch_size]
+    batch = self.train.get(idx[self.rows])
+    batch["image"] = binarize(batch["image"], self.config.binarize, seed, self.rows)
+    return batch
+
+  def train_batches(self, start_step):
+    """This host's training batches for steps start_step, start_step + 1, ... (`train_batches`)."""
+    return train_batches(self.train, self.batch_size, self.config.seed, start_step, self.rows,
+                         binarize_mode=self.config.binarize)
+
+  def eval_batches(self, split, num_examples=None, batch_size=None, rows=None):
+    """This host's batches covering the first num_examples (0 or None: all) of `split` once (`eval_batches`)."""
+    batch_size = batch_size or self.eval_batch_size
+    if rows is None:
+      rows = self.eval_rows if batch_size == self.eval_batch_size else slice(None)
+    return eval_batches(self.split(split), batch_size, rows, num_examples or None, self.config.binarize,
+                        self.config.seed)
+
+  def examples(self, split, num_examples=None):
+    """uint8 [N, H, W, C]: the first num_examples (0 or None: all) images of `split`, binarized as in evaluation."""
+    batches = self.eval_batches(split, num_examples, batch_size=1000, rows=slice(None))
+    return np.concatenate([b["image"][b["mask"] > 0] for b in batches])

@@ -26,6 +26,7 @@ permuted, see `Model._frame`); o's masks are then constants and the convolutions
 uses. Any other order (random permutations, per-example completion orders) builds its masks in the graph.
 """
 import functools
+import logging
 from typing import Sequence
 
 import jax
@@ -36,7 +37,12 @@ from flax import linen as nn
 from jaxgen import distributions
 from jaxgen.autoregressive import masked_conv
 from jaxgen.autoregressive import orders as orders_lib
+from jaxgen.metrics import completion
+from jaxgen.training import family
+from jaxgen.training import figures as figures_lib
+from jaxgen.training import steps
 
+logger = logging.getLogger("jaxgen")
 _LN2 = float(np.log(2.0))
 
 
@@ -465,17 +471,38 @@ class Model(nn.Module):
     return jax.nn.logsumexp(jnp.stack(lps), axis=0) - np.log(len(lps))
 
 
-def missing_region(name, height, width):
-  """bool [H, W], True on the pixels a completion task hides: "top" / "bottom" / "left" / "right" half (the paper's
-  CIFAR-10 conditional likelihood hides the top 16 rows), or "center" (the central H/2 x W/2 square)."""
-  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-  regions = {"top": rows < height // 2, "bottom": rows >= height // 2, "left": cols < width // 2,
-             "right": cols >= width // 2,
-             "center": ((rows >= height // 4) & (rows < height // 4 + height // 2) & (cols >= width // 4)
-                        & (cols < width // 4 + width // 2))}
-  if name not in regions:
-    raise ValueError(f"unknown region {name!r}; expected one of {sorted(regions)}.")
-  return regions[name]
+def completion_figure(s, state, *, missing, num_images, per_image, seed):
+  """Completions of the first `num_images` test images: (uint8 [num_images * (per_image + 2), H, W, C]: per image
+  the observed part with the `missing` region grey, `per_image` samples of that region given the rest at
+  config.sample_temperature, the original (binary images shown as 0/255); log p(x_missing | x_observed) of the
+  originals in nats [num_images])."""
+  images = s.input.examples(s.config.eval_split, num_images)
+  hidden = completion.missing_region(missing, *images.shape[1:3])  # [H, W], True where sampled
+  fill = jax.jit(lambda v, rng, x: s.model.apply(v, rng, x, ~hidden, s.config.sample_temperature, method="complete"))
+  completed, cond_log_prob = fill(steps.eval_variables(state), jax.random.key(seed),
+                                  jnp.asarray(np.repeat(images, per_image, axis=0)))
+  scale = 255 if s.config.binarize else 1
+  completed = np.asarray(completed).reshape((num_images, per_image) + images.shape[1:]) * scale
+  observed = np.where(hidden[None, :, :, None], 128, images * scale)
+  rows = np.concatenate([observed[:, None], completed, images[:, None] * scale], axis=1)
+  return rows.reshape((-1,) + images.shape[1:]).astype(np.uint8), np.asarray(cond_log_prob)[::per_image]
+
+
+def figures(s, state, *, seed, temperatures, num, missing, completions, complete_images):
+  """The temperature sweep (`figures.temperature_figures`; one network pass per pixel: keep `num` small on a CPU)
+  and completions.png: one row per test image, its observed part (the `missing` region grey), `completions`
+  samples of the region given the rest, and the original. Logs the originals' -log p(x_missing | x_observed)."""
+  out = figures_lib.temperature_figures(s, state, seed=seed, temperatures=temperatures, num=num)
+  grid, cond_log_prob = completion_figure(s, state, missing=missing, num_images=complete_images,
+                                          per_image=completions, seed=seed)
+  logger.info("completions.png: %s hidden; -log p(x_missing | x_observed) of the originals: %.1f nats", missing,
+              -cond_log_prob.mean())
+  return out | {"completions.png": figures_lib.grid(grid, columns=completions + 2)}
+
+
+FAMILY = family.LIKELIHOOD._replace(
+    figures=figures,
+    figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(missing="bottom", completions=3, complete_images=6))
 
 
 # Size presets (official hyperparameters from ajayjain/lmconv main.py defaults and the README's training command

@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.flows import layers
+from jaxgen.training import family
+from jaxgen.training import figures as figures_lib
+from jaxgen.training import steps
 
 DEQUANT_MIDPOINT = "midpoint"
 
@@ -267,7 +270,33 @@ class Model(nn.Module):
     return self.decode(eps, labels)
 
 
-# Size presets.
-Glow = Model
-GlowCifar10 = functools.partial(Model, image_shape=(32, 32, 3), levels=3, depth=32, hidden_channels=512)
+# A tiny model for tests (sizes of real runs live in experiments/configs).
 GlowTiny = functools.partial(Model, image_shape=(4, 4, 1), levels=2, depth=2, hidden_channels=4)
+
+
+def interpolations(s, state, pairs, num_steps):
+  """uint8 [pairs * num_steps, H, W, C]: decode((1 - a) encode(x_left) + a encode(x_right)) between pairs of test
+  images (the ends are the reconstructions), a = 0 ... 1 in num_steps steps."""
+  variables = steps.eval_variables(state)
+  batch = s.input.split(s.config.eval_split).get(np.arange(2 * pairs))
+  labels = jnp.asarray(batch["label"]) if s.model.num_classes else None
+  eps = s.model.apply(variables, jnp.asarray(batch["image"]), labels, method="encode")
+  alphas = jnp.linspace(0.0, 1.0, num_steps)
+  rows = []
+  for p in range(pairs):
+    mixed = [jnp.stack([(1 - a) * e[2 * p] + a * e[2 * p + 1] for a in alphas]) for e in eps]
+    row_labels = None if labels is None else jnp.full((num_steps,), labels[2 * p])
+    rows.append(np.asarray(s.model.apply(variables, mixed, row_labels, method="decode")))
+  return np.concatenate(rows)
+
+
+def figures(s, state, *, seed, temperatures, num, pairs, interpolation_steps):
+  """The temperature sweep (`figures.temperature_figures`) and interpolations.png: one row per pair of test images,
+  between their reconstructions the decoded linear interpolations of their latents."""
+  out = figures_lib.temperature_figures(s, state, seed=seed, temperatures=temperatures, num=num)
+  images = interpolations(s, state, pairs, interpolation_steps)
+  return out | {"interpolations.png": figures_lib.grid(images, columns=interpolation_steps)}
+
+
+FAMILY = family.LIKELIHOOD._replace(
+    figures=figures, figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(pairs=6, interpolation_steps=8))

@@ -32,6 +32,8 @@ import optax
 from jaxgen.gan import augment
 from jaxgen.gan import layers
 from jaxgen.metrics import sample_quality
+from jaxgen.training import family
+from jaxgen.training import figures as figures_lib
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -836,6 +838,8 @@ def train_step(state, batch, rng, *, model, tx, config):
   skipped = state["skipped_updates"] + (~finite).astype(jnp.int32)
   consecutive = jnp.where(finite, 0, state["consecutive_skips"] + 1)
   metrics = {k: v for k, v in metrics.items() if not k.endswith("_finite")}
+  metrics |= dict(zip(("g_lr", "d_lr"), (lazy_regularization(lr, model.betas, interval)[0] for lr, interval in
+                                         ((model.g_lr, model.pl_interval), (model.d_lr, model.r1_interval)))))
   return _to_trainer_state(gan, skipped, consecutive), metrics | {"skipped_updates": skipped,
                                                                    "consecutive_skips": consecutive}
 
@@ -852,7 +856,7 @@ def sample_images(state, rng, labels, *, model, config):
 def evaluate(s, state, split, num_examples):
   """FID, KID and precision/recall of samples against `split` (jaxgen.metrics.sample_quality; settings in
   config.sample_metrics: the offline classifier by default, Inception-v3 with supplied weights)."""
-  return sample_quality.evaluate_samples(s, state, split, num_examples)
+  return sample_quality.evaluate(s, state, split, num_examples)
 
 
 def truncation_sweep(state, rng, psis, num, *, model, labels=None):
@@ -884,3 +888,33 @@ def mixing_grid(state, rng, rows, cols, col_layers, *, model, truncation_psi=1.0
   top = jnp.concatenate([blank, sources_c])  # [cols + 1, R, R, C]
   body = jnp.concatenate([sources_r[:, None], grid], axis=1).reshape((-1, res, res, model.img_channels))
   return np.asarray(_crop(to_uint8(jnp.concatenate([top, body])), model.image_shape))
+
+
+def figures(s, state, *, seed, psis, num, mix):
+  """truncation.png (one row per psi, the same z in every row; psi 0 is the image of w_avg), truncation_PSI.png
+  grids, and style_mixing_coarse.png / style_mixing_fine.png (StyleGAN Fig. 3: the top row and the left column
+  are sources; cell (i, j) is row i's image with the coarse (first half) / fine (second half) layers' w taken
+  from column j)."""
+  model = s.model
+  labels = figures_lib.labels_for(s, num * num) if model.num_classes else None
+  sweep = truncation_sweep(state, jax.random.key(seed), psis, num * num, model=model, labels=labels)
+  out = figures_lib.sweep_figures(sweep, num, "truncation")
+  half = model.num_ws // 2
+  for name, layers_ in (("coarse", range(0, half)), ("fine", range(half, model.num_ws))):
+    grid = mixing_grid(state, jax.random.key(seed + 1), mix, mix, layers_, model=model,
+                       labels=0 if model.num_classes else None)
+    out[f"style_mixing_{name}.png"] = figures_lib.grid(grid, columns=mix + 1)
+  return out
+
+
+def _make_optimizer(config):
+  """None: G's and D's Adam are built inside the step from config.model (g_lr, d_lr, betas, eps)."""
+  _check_trainer_config(config)
+  return None
+
+
+FAMILY = family.Family(
+    make_optimizer=_make_optimizer, init_state=init_state, train_step=train_step, eval_step=None,
+    summarize=family.mean_summary, sample_images=sample_images, figures=figures,
+    figure_options=dict(psis=(0.0, 0.25, 0.5, 0.75, 1.0), num=10, mix=5), evaluate=evaluate,
+    progress_keys=("g_loss", "d_loss"))

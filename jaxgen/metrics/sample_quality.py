@@ -131,14 +131,6 @@ def compare(real_features, gen_features):
           "precision": precision, "recall": recall}
 
 
-def real_images(s, split, num_examples):
-  """uint8 [N, H, W, C]: the first num_examples (0 or None: all) images of `split`, binarized like training data."""
-  config = s.config
-  batches = data.eval_batches(s.eval_data(split), 1000, num_examples=num_examples or None,
-                              binarize_mode=config.binarize, seed=config.seed)
-  return np.concatenate([b["image"][b["mask"] > 0] for b in batches])
-
-
 def generated_images(s, state, num, batch_size, seed):
   """uint8 [num, H, W, C] from the trainer's sampler `s.sample` in equal chunks (one compilation)."""
   classes = max(s.train_data.num_classes, 1)
@@ -149,15 +141,17 @@ def generated_images(s, state, num, batch_size, seed):
   return np.concatenate(out)[:num]
 
 
-def evaluate_samples(s, state, split, num_examples):
-  """FID / KID / precision / recall of the model's samples (`s.sample`, the trainer's sampler) against `split`.
+def evaluate(s, state, split, num_examples=0):
+  """FID / KID / precision / recall of the model's samples (`s.sample`, the trainer's sampler) against the first
+  num_examples (0 or None: all) images of `split`, binarized like the model's data.
 
-  Works for every family: `s` is the trainer's Setup, `state` a train state. Returns a dict of floats.
+  Works for every family: `s` is the trainer's Setup, `state` a train state. Returns a dict of floats. The
+  evaluator of `experiments.evaluate --evals=sample_quality`; the settings are config.sample_metrics.
   """
   config = s.config
   opts = settings(config)
   extract = feature_extractor(config, opts)
-  real = real_images(s, split, num_examples)
+  real = s.input.examples(split, num_examples)
   num = opts["num_samples"] or len(real)
   gen = generated_images(s, state, num, min(opts["batch_size"], num), config.seed + 3)
   if config.binarize:  # 0/1 images: show the extractor 0/255, as the classifier saw 8-bit digits

@@ -25,8 +25,8 @@ def learning_rate_schedule(opt, total_steps):
   return optax.join_schedules([warmup, after], [opt["warmup_steps"]])
 
 
-def make_optimizer(optimizer_config, total_steps):
-  """-> (optax.GradientTransformation, schedule). `optimizer_config` is a dict; unknown keys are an error."""
+def settings(optimizer_config):
+  """config.optimizer merged over the defaults; unknown keys and names are a ValueError naming the known ones."""
   opt = dict(optimizer_config)
   unknown = set(opt) - set(_DEFAULTS)
   if unknown:
@@ -34,15 +34,31 @@ def make_optimizer(optimizer_config, total_steps):
   opt = _DEFAULTS | opt
   if opt["name"] not in _OPTIMIZERS:
     raise ValueError(f"Unknown config.optimizer.name {opt['name']!r}; choose one of {sorted(_OPTIMIZERS)}.")
+  if opt["name"] != "adamw" and opt["weight_decay"]:
+    raise ValueError(f"config.optimizer.weight_decay needs name='adamw', not {opt['name']!r}.")
+  return opt
+
+
+def learning_rate(config):
+  """The schedule step -> learning rate of config.optimizer over config.total_steps (what the step reports)."""
+  return learning_rate_schedule(settings(config.optimizer), config.total_steps)
+
+
+def build(optimizer_config, total_steps):
+  """-> (optax.GradientTransformation, schedule) for a config.optimizer dict."""
+  opt = settings(optimizer_config)
   schedule = learning_rate_schedule(opt, total_steps)
   kwargs = dict(b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
   if opt["name"] == "adamw":
     kwargs["weight_decay"] = opt["weight_decay"]
-  elif opt["weight_decay"]:
-    raise ValueError(f"config.optimizer.weight_decay needs name='adamw', not {opt['name']!r}.")
   tx = _OPTIMIZERS[opt["name"]](schedule, **kwargs)
   if opt["l2_weight_decay"]:
     tx = optax.chain(optax.add_decayed_weights(opt["l2_weight_decay"]), tx)  # L2 in the gradient, as torch
   if opt["grad_clip_norm"]:
     tx = optax.chain(optax.clip_by_global_norm(opt["grad_clip_norm"]), tx)
   return tx, schedule
+
+
+def make_optimizer(config):
+  """The likelihood families' `Family.make_optimizer`: one optax transform from config.optimizer."""
+  return build(config.optimizer, config.total_steps)[0]

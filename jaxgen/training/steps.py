@@ -1,7 +1,7 @@
 """Pure step functions for likelihood models (Glow, NVAE, LMConv): init, train, eval, sample.
 
-A model module (`jaxgen.<config.model_name>`) that trains differently (a GAN: two optimisers) defines functions
-with these names and signatures itself; the trainer uses the module's own where they exist, these otherwise.
+`jaxgen.training.family.LIKELIHOOD` bundles them; a family that trains differently (a GAN: two optimisers) writes
+its own, and shares `keep_if_finite` and `eval_variables`.
 
 The train state is a dict pytree:
   step               int32 []            number of updates applied or skipped
@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgen.training import optim
+
 
 def _rngs(rng, step):
   rng = jax.random.fold_in(rng, step)
@@ -24,8 +26,26 @@ def _rngs(rng, step):
   return {"dropout": rng_dropout, "sample": rng_sample}
 
 
-def _all_finite(tree):
-  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def all_finite(tree):
+  """bool []: every inexact leaf of `tree` is finite."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def keep_if_finite(new_state, state, finite):
+  """`new_state` where `finite` (bool []), else `state` leaf by leaf, with "step" advanced either way and the
+  skip counters updated: "skipped_updates" (total) and "consecutive_skips" (since the last applied update).
+
+  Both states are dicts with those three keys. The one predicate goes through `lax.cond` first: XLA's fusion
+  otherwise copies the predicate's per-leaf `and` chain into every per-leaf select (NVAE :bench, 336 leaves: 887k
+  lines of HLO and a 450-620 s compile; 140 s with this).
+  """
+  finite = jax.lax.cond(finite, lambda: jnp.bool_(True), lambda: jnp.bool_(False))
+  kept = {k: jax.tree.map(lambda a, b: jnp.where(finite, a, b), v, state[k]) for k, v in new_state.items()
+          if k not in ("step", "skipped_updates", "consecutive_skips")}
+  return kept | {"step": state["step"] + 1,
+                 "skipped_updates": state["skipped_updates"] + (~finite).astype(jnp.int32),
+                 "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1)}
 
 
 def init_state(rng, batch, *, model, tx, config):
@@ -57,28 +77,18 @@ def train_step(state, batch, rng, *, model, tx, config):
   params = optax.apply_updates(state["params"], updates)
   # Skip the update (keep params, optimiser and BatchNorm state) if the loss or any gradient is not finite, or
   # the gradient norm exceeds config.skip_grad_norm (> 0; VDVAE's "skip_threshold", for NVAE-like models).
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & all_finite(grads)
   if config.get("skip_grad_norm", 0.0):
     finite &= grad_norm < config.skip_grad_norm
-  # Hand XLA one predicate: its fusion otherwise copies the per-leaf `and` chain into every per-leaf select
-  # below (NVAE :bench, 336 leaves: 887k lines of HLO and a 450-620 s compile; 140 s with this).
-  finite = jax.lax.cond(finite, lambda: jnp.bool_(True), lambda: jnp.bool_(False))
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-  new_state = {
-      "step": state["step"] + 1,
-      "params": keep(params, state["params"]),
-      "model_state": keep({**state["model_state"], **new_model_state}, state["model_state"]),
-      "opt": keep(opt, state["opt"]),
-      "skipped_updates": state["skipped_updates"] + (~finite).astype(jnp.int32),
-      "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1),
-  }
+  new_state = dict(state, params=params, model_state={**state["model_state"], **new_model_state}, opt=opt)
+  new_state = keep_if_finite(new_state, state, finite)
   if "ema_params" in state:
-    decay = jnp.where(finite, config.ema_decay, 1.0)
+    decay = jnp.where(new_state["consecutive_skips"] == 0, config.ema_decay, 1.0)
     new_state["ema_params"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                                            state["ema_params"], new_state["params"])
-  metrics |= {"grad_norm": grad_norm, "skipped_updates": new_state["skipped_updates"],
-              "consecutive_skips": new_state["consecutive_skips"]}
+  metrics |= {"grad_norm": grad_norm, "lr": optim.learning_rate(config)(state["step"]),
+              "skipped_updates": new_state["skipped_updates"], "consecutive_skips": new_state["consecutive_skips"]}
   return new_state, metrics
 
 
@@ -87,10 +97,15 @@ def eval_params(state):
   return state.get("ema_params", state["params"])
 
 
+def eval_variables(state):
+  """The variables to evaluate and sample with: `eval_params` and the other collections (BatchNorm, ...)."""
+  return {"params": eval_params(state), **state["model_state"]}
+
+
 def eval_step(state, batch, rng, *, model, config):
   """Per-batch sums of the model's per-example terms over real (mask == 1) examples, and their count."""
   del config
-  terms = model.apply({"params": eval_params(state), **state["model_state"]}, batch["image"], batch["label"],
+  terms = model.apply(eval_variables(state), batch["image"], batch["label"],
                       train=False, step=state["step"], rngs=_rngs(rng, 0), method="losses")
   mask = batch["mask"]
   return {name: jnp.sum(value * mask) for name, value in terms.items()} | {"count": jnp.sum(mask)}
@@ -99,5 +114,5 @@ def eval_step(state, batch, rng, *, model, config):
 def sample_images(state, rng, labels, *, model, config):
   """uint8 [num, H, W, C] samples at config.sample_temperature; `labels` [num] go to class-conditional models."""
   conditional = {"labels": labels} if getattr(model, "num_classes", 0) else {}
-  return model.apply({"params": eval_params(state), **state["model_state"]}, rng, labels.shape[0],
+  return model.apply(eval_variables(state), rng, labels.shape[0],
                      config.sample_temperature, method="sample", **conditional)

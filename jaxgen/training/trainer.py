@@ -1,9 +1,10 @@
 """The one trainer: `train_and_evaluate(config, workdir)` for every family, on 1 CPU, N devices or a pod slice.
 
 The global batch is split over a mesh axis "data" that spans every device of every host; the state is
-replicated. Step functions come from `jaxgen.training.steps`, or from the model's own module where it defines
-them (a GAN's two optimisers). Randomness and data order are functions of (seed, step), so a run resumed from
-its latest checkpoint continues exactly as if it had never stopped.
+replicated. What to run comes from the family: `jaxgen.<config.model_name>` defines `Model` and `FAMILY`
+(`jaxgen.training.family.Family`: optimiser, state, train/eval steps, samples, figures). Randomness and data order
+are functions of (seed, step), so a run resumed from its latest checkpoint continues exactly as if it had never
+stopped.
 """
 import dataclasses
 import functools
@@ -12,14 +13,16 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgen import data
-from jaxgen.training import checkpoints, optim, steps, writers
+from jaxgen.training import checkpoints, family as family_lib, writers
 
 logger = logging.getLogger("jaxgen")
 
@@ -27,10 +30,7 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
                  "ckpt_every", "model_name", "model")
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
-                binarize="", skip_grad_norm=0.0, xla_cpu_options={})
-STEP_FUNCTIONS = ("init_state", "train_step", "eval_step", "sample_images")
-# A family module may also define `evaluate(s, state, split, num_examples) -> {name: float}` to replace
-# `evaluate_state` (a GAN's FID needs features of whole sets, not per-batch sums).
+                binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={})
 
 
 def with_defaults(config):
@@ -47,7 +47,7 @@ def with_defaults(config):
 
 
 def build_model(config):
-  """-> (module, model): `jaxgen.<config.model_name>` and its `Model(**config.model)`, with clear errors."""
+  """-> (family, model): `jaxgen.<config.model_name>`'s FAMILY and its `Model(**config.model)`, with clear errors."""
   try:
     module = importlib.import_module(f"jaxgen.{config.model_name}")
   except ModuleNotFoundError as e:
@@ -60,12 +60,7 @@ def build_model(config):
     raise ValueError(f"Unknown config.model key(s) {unknown} for jaxgen.{config.model_name}.Model; "
                      f"known keys: {sorted(fields)}.")
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  return module, module.Model(**kwargs)
-
-
-def step_functions(module):
-  """The family's own step functions where its module defines them, the likelihood ones otherwise."""
-  return {name: getattr(module, name, getattr(steps, name)) for name in STEP_FUNCTIONS}
+  return family_lib.of(module), module.Model(**kwargs)
 
 
 def make_mesh():
@@ -80,8 +75,8 @@ def check_batch_size(batch_size, what="config.batch_size"):
 
 
 def check_dataset(model, dataset):
-  shape = getattr(model, "image_shape", None)
-  if shape is not None and tuple(shape) != tuple(dataset.image_shape):
+  shape = model.image_shape
+  if tuple(shape) != tuple(dataset.image_shape):
     raise ValueError(f"config.model.image_shape={tuple(shape)} but {dataset.name!r} has images of shape "
                      f"{tuple(dataset.image_shape)}; set --config.model.image_shape to match.")
 
@@ -91,34 +86,27 @@ def _global_batch(local, sharding):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
 
 
-def init_batch(dataset, config):
-  """The data batch that data-dependent init sees (openai/glow inits on a batch of training data)."""
-  idx = np.random.default_rng([config.seed, 2**31 - 1]).permutation(dataset.num_examples)[:config.batch_size]
-  rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
-  batch = dataset.get(idx[rows])
-  batch["image"] = data.binarize(batch["image"], config.get("binarize", ""), [config.seed, 2**31 - 1], rows)
-  return batch
-
-
-@dataclasses.dataclass(eq=False)  # hashed by identity: eval_data caches per Setup
+@dataclasses.dataclass(eq=False)
 class Setup:
-  """Everything a run needs, built and checked before any compute: model, data, mesh, compiled functions."""
-  config: object
-  module: object
-  model: object
-  tx: object
-  schedule: object
-  train_data: data.Dataset
-  mesh: object
+  """Everything a run needs, built and checked before any compute: family, model, data, mesh, compiled functions."""
+  config: ml_collections.ConfigDict
+  family: family_lib.Family
+  model: Any  # config.model_name's `Model(**config.model)`
+  tx: Any  # family.make_optimizer(config)
+  input: data.Input
+  mesh: jax.sharding.Mesh
   batch_sharding: NamedSharding
   replicated: NamedSharding
-  fns: dict
-  abstract_state: object
-  state_sharding: object
+  abstract_state: Any
+  state_sharding: Any
+
+  @property
+  def train_data(self):
+    return self.input.train
 
   def init(self):
-    batch = _global_batch(init_batch(self.train_data, self.config), self.batch_sharding)
-    init_fn = jax.jit(functools.partial(self.fns["init_state"], model=self.model, tx=self.tx, config=self.config),
+    batch = self.batch(self.input.init_batch())
+    init_fn = jax.jit(functools.partial(self.family.init_state, model=self.model, tx=self.tx, config=self.config),
                       out_shardings=self.state_sharding)
     return init_fn(jax.random.key(self.config.seed), batch)
 
@@ -127,30 +115,25 @@ class Setup:
     """The jit-compiled step. On CPU it is compiled with config.xla_cpu_options, XLA debug options chosen per
     config because they help one model and hurt another (Glow's 256-channel coupling networks gain from YNNPACK
     dot fusion, NVAE and LMConv lose); other backends ignore them."""
-    fn = functools.partial(self.fns["train_step"], model=self.model, tx=self.tx, config=self.config)
+    fn = functools.partial(self.family.train_step, model=self.model, tx=self.tx, config=self.config)
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
                    out_shardings=(self.state_sharding, self.replicated), donate_argnums=0,
                    compiler_options=xla_cpu_options(self.config))
 
   @functools.cached_property
   def eval_step(self):
-    fn = functools.partial(self.fns["eval_step"], model=self.model, config=self.config)
+    fn = functools.partial(self.family.eval_step, model=self.model, config=self.config)
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
                    out_shardings=self.replicated)
 
   @functools.cached_property
   def sample(self):
-    fn = functools.partial(self.fns["sample_images"], model=self.model, config=self.config)
+    fn = functools.partial(self.family.sample_images, model=self.model, config=self.config)
     return jax.jit(fn, in_shardings=(self.state_sharding, self.replicated, self.replicated),
                    out_shardings=self.replicated)
 
   def batch(self, local):
     return _global_batch(local, self.batch_sharding)
-
-  @functools.cache
-  def eval_data(self, split):
-    """The split evaluated every config.eval_every steps, opened once per run."""
-    return data.load(self.config.dataset, split, self.config.data_dir)
 
 
 def xla_cpu_options(config):
@@ -184,24 +167,23 @@ def setup(config, train_data=None):
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
   check_xla_cpu_options(config)
-  module, model = build_model(config)
-  train_data = train_data or data.load(config.dataset, "train", config.data_dir)
-  check_dataset(model, train_data)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
+  family, model = build_model(config)
+  family_lib.figure_options(family, config)  # a misspelt config.figures key fails now, not after training
+  inputs = data.Input(config, train_data, jax.process_index(), jax.process_count())
+  check_dataset(model, inputs.train)
+  tx = family.make_optimizer(config)
   mesh = make_mesh()
   batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-  fns = step_functions(module)
-  host_batch = init_batch(train_data, config)
+  host_batch = inputs.init_batch()
   abstract_batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct((config.batch_size,) + x.shape[1:], x.dtype), host_batch)
   # eval_shape runs the model's setup and shape logic: bad configs fail here, in seconds.
   abstract_state = jax.eval_shape(
-      functools.partial(fns["init_state"], model=model, tx=tx, config=config), jax.random.key(0), abstract_batch)
+      functools.partial(family.init_state, model=model, tx=tx, config=config), jax.random.key(0), abstract_batch)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
   abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                 abstract_state, state_sharding)
-  return Setup(config, module, model, tx, schedule, train_data, mesh, batch_sharding, replicated, fns,
-               abstract_state, state_sharding)
+  return Setup(config, family, model, tx, inputs, mesh, batch_sharding, replicated, abstract_state, state_sharding)
 
 
 def restore_or_init(s, checkpointer):
@@ -212,26 +194,19 @@ def restore_or_init(s, checkpointer):
 
 
 def evaluate_state(s, state, split=None, num_examples=None):
-  """Averages of the model's per-example terms over a split (default config.eval_split, all examples).
+  """The family's results over a split (default config.eval_split; num_examples 0 or None: all of it).
 
-  A family module that defines `evaluate(s, state, split, num_examples)` computes its own results instead.
+  `family.summarize` of `family.eval_step`'s sums over every batch, or `family.evaluate` where the family has one.
   """
-  config = s.config
-  split = split or config.eval_split
-  if hasattr(s.module, "evaluate"):
-    return s.module.evaluate(s, state, split, num_examples)
-  dataset = s.eval_data(split)
-  batch_size = config.eval_batch_size or config.batch_size
-  rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
+  split = split or s.config.eval_split
+  if s.family.evaluate is not None:
+    return s.family.evaluate(s, state, split, num_examples)
+  rng = jax.random.key(s.config.seed + 1)
   totals = None
-  rng = jax.random.key(config.seed + 1)
-  batches = data.eval_batches(dataset, batch_size, rows, num_examples or None, config.binarize, config.seed)
-  for i, local in enumerate(batches):
+  for i, local in enumerate(s.input.eval_batches(split, num_examples)):
     sums = s.eval_step(state, s.batch(local), jax.random.fold_in(rng, i))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = totals.pop("count")
-  return {k: float(v / count) for k, v in totals.items()} | {"num_examples": int(count)}
+  return s.family.summarize(jax.device_get(totals))
 
 
 def write_samples(s, state, path, num=None):
@@ -274,9 +249,7 @@ def train_and_evaluate(config, workdir):
   logger.info("Training %s on %s (%d train examples) on %d device(s); params: %d; steps %d -> %d.",
                config.model_name, config.dataset, s.train_data.num_examples, jax.device_count(),
                sum(x.size for x in jax.tree.leaves(state["params"])), start, config.total_steps)
-  rows = data.host_slice(config.batch_size, jax.process_index(), jax.process_count())
-  batches = data.train_batches(s.train_data, config.batch_size, config.seed, start, rows,
-                               binarize_mode=config.binarize)
+  batches = s.input.train_batches(start)
   rng = jax.random.key(config.seed)
   stop = _StopRequest()
   step, previous, interval = start, None, []
@@ -295,8 +268,8 @@ def train_and_evaluate(config, workdir):
         interval.append(_checked(jax.device_get(previous), config))
         previous = None
         now = time.perf_counter()
-        schedule = None if hasattr(s.module, "train_step") else s.schedule
-        _log_train(writer, step, config, interval, step - timed_from, now - interval_start - busy, schedule)
+        _log_train(writer, step, config, interval, step - timed_from, now - interval_start - busy,
+                   s.family.progress_keys)
         interval, interval_start, busy, timed_from = [], now, 0.0, step
       t_busy = time.perf_counter()
       if step % config.eval_every == 0 or step == config.total_steps:
@@ -329,14 +302,17 @@ def _checked(metrics, config):
   return metrics
 
 
-def _log_train(writer, step, config, interval_metrics, interval_steps, interval_time, schedule):
-  means = {k: float(np.mean([np.asarray(m[k]) for m in interval_metrics])) for k in interval_metrics[-1]}
+def _log_train(writer, step, config, interval_metrics, interval_steps, interval_time, progress_keys):
+  """Interval means of the step's metrics; the last value of counters and learning rates."""
   last = interval_metrics[-1]
-  means["skipped_updates"] = int(last["skipped_updates"])
-  means.pop("consecutive_skips", None)
-  row = {f"train/{k}": v for k, v in means.items()}
-  if schedule is not None:  # the trainer's optimiser (a family with its own steps logs its own rates)
-    row["train/lr"] = float(schedule(step - 1))
+  row = {}
+  for k in last:
+    if k == "skipped_updates":
+      row[f"train/{k}"] = int(last[k])
+    elif k == "lr" or k.endswith("_lr"):
+      row[f"train/{k}"] = float(last[k])
+    elif k != "consecutive_skips":
+      row[f"train/{k}"] = float(np.mean([np.asarray(m[k]) for m in interval_metrics]))
   images_per_sec, eta = float("nan"), float("nan")
   if interval_steps:  # steps timed in this interval (the compiling first step is not)
     images_per_sec = config.batch_size * interval_steps / max(interval_time, 1e-9)
@@ -344,7 +320,7 @@ def _log_train(writer, step, config, interval_metrics, interval_steps, interval_
     row["perf/step_time_s"] = interval_time / interval_steps
     eta = (config.total_steps - step) * interval_time / interval_steps
   writer.write(step, row)
-  writers.log_progress(step, config.total_steps, row, images_per_sec, eta)
+  writers.log_progress(step, config.total_steps, row, images_per_sec, eta, progress_keys)
 
 
 def restore_for_eval(config, workdir):

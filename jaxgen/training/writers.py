@@ -77,9 +77,9 @@ def format_duration(seconds):
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def log_progress(step, total_steps, metrics, images_per_sec, eta_seconds):
-  """One console line: step, a few metrics, throughput and ETA."""
+def log_progress(step, total_steps, metrics, images_per_sec, eta_seconds, keys=("loss",)):
+  """One console line: step, the metrics named in `keys` (the family's progress keys), throughput and ETA."""
   shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and k.split("/")[-1] in ("loss", "bpd", "grad_norm", "nelbo_bpd", "g_loss", "d_loss"))
+                     if isinstance(v, (int, float)) and k.split("/")[-1] in keys)
   speed = "" if math.isnan(images_per_sec) else f" | {images_per_sec:.1f} img/s | ETA {format_duration(eta_seconds)}"
   logger.info("step %d/%d (%.0f%%) | %s%s", step, total_steps, 100.0 * step / total_steps, shown, speed)

@@ -48,8 +48,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import data
 from jaxgen import distributions
+from jaxgen.training import family
+from jaxgen.training import figures as figures_lib
 from jaxgen.training import steps
 from jaxgen.vae import cells
 from jaxgen.vae import spectral
@@ -683,10 +684,6 @@ class TemperatureSampler:
 ACTIVE_UNIT_THRESHOLD = 0.1  # nats (official train.py: `torch.sum(kl_diag_i > 0.1)`)
 
 
-def _variables(state):
-  return {"params": steps.eval_params(state), **state["model_state"]}
-
-
 def train_step(state, batch, rng, *, model, tx, config):
   """`jaxgen.training.steps.train_step`, after random horizontal flips of the images when config.random_flip
   (official CIFAR-10 `RandomHorizontalFlip`); the flips are a function of (rng, step), so resume stays exact."""
@@ -704,7 +701,7 @@ def eval_step(state, batch, rng, *, model, config):
   NLL with K samples, "iw_nll_bpd" (and "iw_nll_nats" for binarized data), drawn config.iw_chunk_size at a time
   (memory of a batch of eval_batch_size x iw_chunk_size images). Plus "count".
   """
-  variables = _variables(state)
+  variables = steps.eval_variables(state)
   rng_elbo, rng_iw = jax.random.split(rng)
   terms, kl_units = model.apply(variables, batch["image"], rngs={"sample": rng_elbo},
                                 method=Model.evaluation_terms)
@@ -721,30 +718,17 @@ def eval_step(state, batch, rng, *, model, config):
   return sums | {"count": jnp.sum(mask)}
 
 
-def evaluate(s, state, split=None, num_examples=None):
-  """Averages of `eval_step`'s sums over a split, and the number of active latent units.
+def summarize(totals):
+  """Means of `eval_step`'s sums over a split, and the number of active latent units.
 
   Active units need data-level statistics: each unit's KL is summed over the examples, divided by their number,
-  and thresholded at 0.1 nats afterwards (not a per-batch count averaged). Returns {name: float}, including
-  "active_units" and "latent_units" (U) and "num_examples".
+  and thresholded at 0.1 nats afterwards (not a per-batch count averaged). Adds "active_units" and
+  "latent_units" (U) to the means.
   """
-  config = s.config
-  split = split or config.eval_split
-  batch_size = config.eval_batch_size or config.batch_size
-  rows = data.host_slice(batch_size, jax.process_index(), jax.process_count())
-  rng = jax.random.key(config.seed + 1)
-  batches = data.eval_batches(s.eval_data(split), batch_size, rows, num_examples or None, config.binarize,
-                              config.seed)
-  totals = None
-  for i, local in enumerate(batches):
-    sums = s.eval_step(state, s.batch(local), jax.random.fold_in(rng, i))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals.pop("count"))
-  kl_units = np.asarray(totals.pop("kl_units"), np.float64) / count  # [U]
-  results = {name: float(value / count) for name, value in totals.items()}
-  results |= {"active_units": int(np.sum(kl_units > ACTIVE_UNIT_THRESHOLD)), "latent_units": int(kl_units.size)}
-  return results | {"num_examples": int(count)}
+  totals = dict(totals)
+  kl_units = np.asarray(totals.pop("kl_units"), np.float64) / float(totals["count"])  # [U]
+  return family.mean_summary(totals) | {"active_units": int(np.sum(kl_units > ACTIVE_UNIT_THRESHOLD)),
+                                        "latent_units": int(kl_units.size)}
 
 
 def sample_images(state, rng, labels, *, model, config):
@@ -755,13 +739,29 @@ def sample_images(state, rng, labels, *, model, config):
   pass moves the running averages by momentum 0.05). The parameters change between the trainer's calls, so
   nothing is cached here; `TemperatureSampler` caches for a fixed model.
   """
-  variables = _variables(state)
+  variables = steps.eval_variables(state)
   rng_bn, rng_sample = jax.random.split(rng)
   iterations = int(config.get("readjust_bn_iterations", 0))
   if iterations:
     variables["batch_stats"] = readjust_batch_stats(model, variables, rng_bn, config.sample_temperature,
                                                     num_iterations=iterations)
   return display_images(model, variables, rng_sample, labels.shape[0], config.sample_temperature)
+
+
+def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):
+  """temperatures.png and temperature_T.png grids (`figures.sweep_figures`), each temperature's samples drawn with
+  BatchNorm statistics re-adjusted at that temperature by `readjust_bn_iterations` generator passes (paper Sec.
+  5.2; official evaluate.py: 500; 0: the running averages from training), computed once per temperature."""
+  sampler = TemperatureSampler(s.model, steps.eval_variables(state), jax.random.key(seed + 1),
+                               num_iterations=readjust_bn_iterations)
+  sweep = {float(t): np.asarray(sampler.sample(jax.random.key(seed), num * num, t)) for t in temperatures}
+  return figures_lib.sweep_figures(sweep, num, "temperature")
+
+
+FAMILY = family.LIKELIHOOD._replace(
+    train_step=train_step, eval_step=eval_step, summarize=summarize, sample_images=sample_images, figures=figures,
+    figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(readjust_bn_iterations=500),
+    progress_keys=("loss", "nelbo_bpd", "grad_norm"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,15 +17,16 @@ TINY = dict(batch_size=50, classifier_steps=3, classifier_examples=64, classifie
 
 
 def _config(cache_dir, **metrics):
-  config = ml_collections.ConfigDict(dict(dataset="digits", data_dir=None, seed=0, binarize=""))
+  config = ml_collections.ConfigDict(dict(dataset="digits", data_dir=None, seed=0, binarize="", batch_size=50,
+                                          eval_batch_size=0))
   config.sample_metrics = TINY | {"cache_dir": str(cache_dir)} | metrics
   return config
 
 
 def _setup(config, sampler):
-  """The parts of trainer.Setup that evaluate_samples uses."""
-  test = data.load("digits", "test")
-  return types.SimpleNamespace(config=config, eval_data=lambda split: test, train_data=test, sample=sampler)
+  """The parts of trainer.Setup that sample_quality.evaluate uses."""
+  inputs = data.Input(config)
+  return types.SimpleNamespace(config=config, input=inputs, train_data=inputs.train, sample=sampler)
 
 
 def test_samples_equal_to_the_real_images_score_perfectly_and_noise_scores_badly(tmp_path):
@@ -39,12 +40,12 @@ def test_samples_equal_to_the_real_images_score_perfectly_and_noise_scores_badly
     start = sum(calls[:-1])
     return jnp.asarray(real[start: start + labels.shape[0]])
 
-  same = sample_quality.evaluate_samples(_setup(config, copy_sampler), None, "test", 100)
+  same = sample_quality.evaluate(_setup(config, copy_sampler), None, "test", 100)
   assert calls == [50, 50]  # equal chunks: one compilation of a real sampler
   assert same["num_real"] == 100 and same["num_samples"] == 100
   assert same["fid"] == pytest.approx(0.0, abs=1e-6) and same["precision"] == 1.0 and same["recall"] == 1.0
   noise = lambda state, rng, labels: jax.random.randint(rng, (labels.shape[0], 28, 28, 1), 0, 256).astype(jnp.uint8)
-  bad = sample_quality.evaluate_samples(_setup(config, noise), None, "test", 100)
+  bad = sample_quality.evaluate(_setup(config, noise), None, "test", 100)
   assert bad["fid"] > 0.01 and bad["kid"] > same["kid"] and bad["precision"] < 0.5
 
 

@@ -117,7 +117,7 @@ def test_importance_weighted_bound(tiny):
 def test_negative_elbo_falls_with_adamax(tiny):
   model, variables, _, _, _, _ = tiny
   x = _images(1, 8)
-  tx, _ = optim.make_optimizer(dict(name="adamax", lr=1e-2, eps=1e-3, l2_weight_decay=3e-4), total_steps=100)
+  tx, _ = optim.build(dict(name="adamax", lr=1e-2, eps=1e-3, l2_weight_decay=3e-4), total_steps=100)
 
   @_jit
   def train_step(state, x, rng):
