@@ -1,13 +1,11 @@
-r"""Glow on CIFAR-10, the openai/glow setup that gave 3.35 bits/dim (Kingma & Dhariwal 2018, Table 2).
+r"""Glow on CIFAR-10, the openai/glow setup: 3.35 bits/dim (Kingma & Dhariwal 2018, Table 2).
 
 python -m experiments.train --config=experiments/configs/glow_cifar10.py --workdir=/tmp/glow_cifar10 \
   --config.data_dir=/path/to/tensorflow_datasets          # or ...py:smoke (seconds), ...py:bench (speed)
 
-openai/glow: `--problem cifar10 --n_level 3 --depth 32 --flow_permutation 2 --flow_coupling 1 --learntop
---lr 0.001 --n_bits_x 8` on 8 GPUs x 64 images, 10 warmup epochs, Polyak averaging for evaluation.
-Expect 3.35 bits/dim on the test set after long training (openai/glow ran for days on 8 GPUs); jaxgen's own figure
-and budget are in the README's results table. `:bench` is the size Glow implementations are usually timed at
-(depth 8, 256 channels, LU 1x1 conv, batch 16; BENCHMARKS.md).
+openai/glow: `--problem cifar10 --n_level 3 --depth 32 --flow_permutation 2 --flow_coupling 1 --learntop --lr 0.001`
+on 8 GPUs x 64 images, Polyak averaging for evaluation. `:bench` is the size Glow implementations are usually timed
+at (depth 8, 256 channels, LU 1x1 conv, batch 16; BENCHMARKS.md). jaxgen: not trained yet (README, Results).
 """
 import ml_collections
 
@@ -30,14 +28,14 @@ def get_config(arg=None):
   config.log_every, config.eval_every, config.ckpt_every = 100, 5_000, 5_000
   config.eval_batch_size, config.eval_examples = 500, 0  # 0: the whole test split
   config.num_samples, config.sample_temperature = 64, 0.7
+  config.figures = dict(temperatures=(0.0, 0.25, 0.5, 0.75, 1.0), num=10, pairs=6, interpolation_steps=8)
   if arg == "bench":
     config.batch_size = 16
-    config.model = dict(image_shape=(32, 32, 3), levels=3, depth=8, hidden_channels=256, coupling="affine",
-                        permutation="conv_lu", learn_top=True, num_bits=8, remat=False,
-                        unroll=8)  # unrolled: ~1.3x faster on CPU; compiles in ~20 s at this depth
+    # Unrolled: ~1.3x faster on CPU; compiles in ~20 s at this depth.
+    config.model.update(depth=8, hidden_channels=256, permutation="conv_lu", remat=False, unroll=8)
   elif arg == "smoke":
     config.batch_size, config.total_steps = 8, 2
-    config.model = dict(image_shape=(32, 32, 3), levels=3, depth=2, hidden_channels=8)
+    config.model.update(depth=2, hidden_channels=8, remat=False)
     config.log_every, config.eval_every, config.ckpt_every = 1, 2, 2
     config.eval_batch_size, config.eval_examples, config.num_samples = 8, 16, 4
   elif arg:

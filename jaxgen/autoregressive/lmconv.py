@@ -505,14 +505,7 @@ FAMILY = family.LIKELIHOOD._replace(
     figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(missing="bottom", completions=3, complete_images=6))
 
 
-# Size presets (official hyperparameters from ajayjain/lmconv main.py defaults and the README's training command
-# `main.py -d cifar -b 32 -t 10 --ours -c 2e6 -k 3 --normalization pono --order s_curve --randomize_order -dp 0`:
-# nr_resnet 5, nr_filters 160, nr_logistic_mix 10, max_dilation 2, no dropout; about 46M parameters).
-LMConvCIFAR10 = functools.partial(Model, image_shape=(32, 32, 3), likelihood="dmol", dropout_rate=0.0)
-LMConvMNISTBinarized = functools.partial(Model, image_shape=(28, 28, 1), likelihood="bernoulli", dropout_rate=0.0)
-# The size the official code was timed at in issue 3 (about 3.3M parameters).
-LMConvBench = functools.partial(Model, image_shape=(32, 32, 3), nr_resnet=2, nr_filters=64)
-# Tiny model for tests.
+# A tiny model for tests (sizes of real runs live in experiments/configs).
 LMConvTiny = functools.partial(Model, image_shape=(4, 4, 1), likelihood="bernoulli", nr_resnet=1, nr_filters=8,
                                nr_logistic_mix=2, train_orders=("s_curve", "hilbert_rot90"),
                                eval_orders=("s_curve", "hilbert_rot90"))

@@ -187,3 +187,7 @@ def symmetry_maps(name, size, kernel_size):
   positions = transform(raster(size, size), size, size, rot, flip)
   taps = transform(raster(kernel_size, kernel_size), kernel_size, kernel_size, rot, flip)
   return positions[:, 0] * size + positions[:, 1], taps[:, 0] * kernel_size + taps[:, 1]
+
+
+# The 8 rotations/reflections of the S-curve: the orders of the paper's CIFAR-10 and binarized-MNIST models.
+S_CURVES = variants("s_curve")

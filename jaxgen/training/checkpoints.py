@@ -34,9 +34,16 @@ def check_workdir_config(workdir, config, write=True):
     saved_identity = {key: saved.get(key) for key in _IDENTITY_KEYS}
     if saved_identity != current:
       diff = {k: (saved_identity[k], current[k]) for k in _IDENTITY_KEYS if saved_identity[k] != current[k]}
+      renamed = ""
+      if saved_identity["model_name"] == current["model_name"] and isinstance(saved_identity["model"], dict):
+        gone = sorted(set(saved_identity["model"]) - set(current["model"]))
+        if gone:  # e.g. a run from before StyleGAN2's g_lr/d_lr/betas/eps moved to config.optimizer
+          renamed = (f" If it is the same model written by an older jaxgen (its config.model keys {gone} have since "
+                     f"moved or been renamed), put the requested `model` (and `optimizer`) into {path}: the "
+                     f"checkpoint's arrays are unchanged.")
       raise CheckpointError(
           f"{workdir} holds a run of a different model (saved vs requested: {diff}); use a new --workdir, "
-          f"or the config that trained there.")
+          f"or the config that trained there.{renamed}")
   elif write and jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path + ".tmp", "w") as f:

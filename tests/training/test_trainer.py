@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_and_writes_everything(tmp_path):
   losses = train_losses(tmp_path)
   assert np.mean([losses[s] for s in range(26, 31)]) < np.mean([losses[s] for s in range(1, 6)]) - 0.5
   rows = read_metrics(tmp_path)
-  assert {"train/bpd", "train/grad_norm", "train/skipped_updates", "perf/images_per_sec"} <= set(rows[-2])
+  assert {"train/bpd", "train/grad_norm", "train/lr", "train/skipped_updates", "perf/images_per_sec"} <= set(rows[-2])
   assert any("eval/bpd" in r for r in rows)
   assert os.listdir(tmp_path / "samples") and os.listdir(tmp_path / "tensorboard")
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 30
@@ -111,7 +111,8 @@ def test_cli_trains_evaluates_and_samples(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["num_examples"] == 2000 and 0 < result["bpd"] < 10  # the whole bundled test split
-  out = run_cli("-m", "experiments.sample", f"--config={SMOKE}", f"--workdir={workdir}", "--num=3", "--pairs=2")
+  out = run_cli("-m", "experiments.sample", f"--config={SMOKE}", f"--workdir={workdir}", "--config.figures.num=3",
+                "--config.figures.pairs=2")
   assert out.returncode == 0, out.stderr[-3000:]
   for name in ("temperatures.png", "temperature_0.png", "temperature_1.png", "interpolations.png"):
     assert os.path.exists(os.path.join(workdir, "samples", name)), name
@@ -212,8 +213,8 @@ def test_non_finite_updates_are_skipped_counted_and_stop_the_run(tmp_path):
     trainer._checked({"consecutive_skips": s.config.max_consecutive_skips}, s.config)
   checkpointer = checkpoints.Checkpointer(str(tmp_path))
   assert not checkpointer.save(new_state)  # a non-finite state is never written
-  checkpointer.close()
   assert checkpointer.latest_step() is None
+  checkpointer.close()
 
 
 def test_updates_with_a_gradient_norm_above_skip_grad_norm_are_skipped():
