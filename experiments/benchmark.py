@@ -29,12 +29,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def _image_shape(config):
-  if "image_shape" in config.model:
-    return tuple(config.model["image_shape"])
-  model = trainer.build_model(trainer.with_defaults(config))[1]
-  if getattr(model, "image_shape", None) is not None:  # e.g. NVAE derives it from image_size and channels
-    return tuple(model.image_shape)
-  return data.load(config.dataset, "train", config.data_dir).image_shape
+  return tuple(trainer.build_model(trainer.with_defaults(config))[1].image_shape)
 
 
 def benchmark(config, steps=10, warmup=3, peak_tflops=0.0):

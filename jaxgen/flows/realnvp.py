@@ -1,8 +1,10 @@
 """A RealNVP-style multi-scale flow (Dinh, Sohl-Dickstein & Bengio 2017, Sec. 3.6) on jaxgen's flow layers.
 
-x (uint8 image) -> dequantise to [-1/2, 1/2) -> per level: squeeze, `depth` x (affine coupling, reverse channels),
-then factor out half the channels as standard-normal latents (the last level keeps all of them):
-log p(x) = sum log N(eps; 0, I) + log_det - D log(n_bins).
+x (uint8 image) -> dequantise to [-1/2, 1/2) -> per level: squeeze, `depth` x (normalisation, affine coupling,
+reverse channels), then factor out half the channels as standard-normal latents (the last level keeps all of them):
+log p(x) = sum log N(eps; 0, I) + log_det - D log(n_bins). RealNVP's batch normalisation of the flow (Sec. 3.7) is
+ActNorm here, its data-initialised per-channel affine counterpart (Glow, Sec. 3.1): the couplings' scales are at most
+1, so the normalisations are what can expand the narrow range of the data.
 
 It is also the smallest example of a jaxgen model family (README, "Adding a model"): a `Model` built from
 `config.model` with `image_shape`, `losses` for the trainer and `sample` for its grids, and `FAMILY`, here the
@@ -32,7 +34,7 @@ class Model(nn.Module):
     if h % 2**self.levels or w % 2**self.levels:
       raise ValueError(f"image_shape {tuple(self.image_shape)} needs height and width divisible by 2**levels = "
                        f"{2**self.levels}; lower config.model.levels.")
-    self.couplings = [[layers.AffineCoupling(self.hidden_channels) for _ in range(self.depth)]
+    self.couplings = [[(layers.ActNorm(), layers.AffineCoupling(self.hidden_channels)) for _ in range(self.depth)]
                       for _ in range(self.levels)]
 
   def forward_and_log_det(self, x):
@@ -40,9 +42,10 @@ class Model(nn.Module):
     z, log_det, eps = x, jnp.zeros(x.shape[:1]), []
     for i, level in enumerate(self.couplings):
       z = layers.squeeze(z)
-      for coupling in level:
+      for norm, coupling in level:
+        z, ld_norm = norm.forward_and_log_det(z)
         z, ld = coupling.forward_and_log_det(z)
-        z, log_det = z[..., ::-1], log_det + ld  # reverse the channels: the next coupling changes the other half
+        z, log_det = z[..., ::-1], log_det + ld_norm + ld  # reversed: the next coupling changes the other half
       if i < self.levels - 1:
         z, e = jnp.split(z, 2, axis=-1)
         eps.append(e)
@@ -54,9 +57,10 @@ class Model(nn.Module):
     for i in reversed(range(self.levels)):
       if i < self.levels - 1:
         z = jnp.concatenate([z, eps[i]], axis=-1)
-      for coupling in reversed(self.couplings[i]):
+      for norm, coupling in reversed(self.couplings[i]):
         z, ld = coupling.inverse_and_log_det(z[..., ::-1])
-        log_det += ld
+        z, ld_norm = norm.inverse_and_log_det(z)
+        log_det += ld + ld_norm
       z = layers.unsqueeze(z)
     return z, log_det
 

@@ -53,9 +53,11 @@ def _run(module, workdir, *flags):
   return out.stdout
 
 
+@pytest.mark.slow
 def test_cli_sample_writes_completion_grid(workdir):
-  stdout = _run("experiments.sample", workdir, "--temperatures=1", "--num=1", "--complete_images=2",
-                "--completions=2", "--missing=bottom")
+  stdout = _run("experiments.sample", workdir, "--config.figures.temperatures=1", "--config.figures.num=1",
+                "--config.figures.complete_images=2", "--config.figures.completions=2",
+                "--config.figures.missing=bottom")
   assert "completions.png" in stdout
   grid = np.asarray(Image.open(workdir / "samples" / "completions.png"))
   # 2 rows x (observed, 2 completions, original) of 28x28 digits, 1-pixel borders, upscaled x2.
@@ -69,8 +71,9 @@ def test_cli_sample_writes_completion_grid(workdir):
       np.testing.assert_array_equal(cell(r, c)[:14], original[:14])  # completion keeps the observed pixels
 
 
+@pytest.mark.slow
 def test_cli_evaluate_reports_completion_likelihood(workdir):
-  results = json.loads(_run("experiments.evaluate", workdir, "--missing=top", "--config.eval_batch_size=500")
+  results = json.loads(_run("experiments.evaluate", workdir, "--evals=completion", "--config.eval_batch_size=500")
                        .strip().splitlines()[-1])
   assert results["completion_region"] == "top" and results["num_examples"] > 0
   # The smoke model's 2 eval orders (s_curve, s_curve_rot90) do not start at the bottom: both rearranged.
