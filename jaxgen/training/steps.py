@@ -33,19 +33,20 @@ def all_finite(tree):
 
 
 def keep_if_finite(new_state, state, finite):
-  """`new_state` where `finite` (bool []), else `state` leaf by leaf, with "step" advanced either way and the
-  skip counters updated: "skipped_updates" (total) and "consecutive_skips" (since the last applied update).
+  """`state` with the entries of `new_state` taken where `finite` (bool []) and kept where not, leaf by leaf; "step"
+  advanced either way and the skip counters updated: "skipped_updates" (total) and "consecutive_skips" (since the
+  last applied update).
 
-  Both states are dicts with those three keys. The one predicate goes through `lax.cond` first: XLA's fusion
-  otherwise copies the predicate's per-leaf `and` chain into every per-leaf select (NVAE :bench, 336 leaves: 887k
-  lines of HLO and a 450-620 s compile; 140 s with this).
+  `state` is a train state dict (with those three keys); `new_state` holds the entries an update changed. The one
+  predicate goes through `lax.cond` first: XLA's fusion otherwise copies the predicate's per-leaf `and` chain into
+  every per-leaf select (NVAE :bench, 336 leaves: 887k lines of HLO and a 450-620 s compile; 140 s with this).
   """
   finite = jax.lax.cond(finite, lambda: jnp.bool_(True), lambda: jnp.bool_(False))
   kept = {k: jax.tree.map(lambda a, b: jnp.where(finite, a, b), v, state[k]) for k, v in new_state.items()
           if k not in ("step", "skipped_updates", "consecutive_skips")}
-  return kept | {"step": state["step"] + 1,
-                 "skipped_updates": state["skipped_updates"] + (~finite).astype(jnp.int32),
-                 "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1)}
+  return dict(state) | kept | {"step": state["step"] + 1,
+                               "skipped_updates": state["skipped_updates"] + (~finite).astype(jnp.int32),
+                               "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1)}
 
 
 def init_state(rng, batch, *, model, tx, config):
@@ -81,8 +82,8 @@ def train_step(state, batch, rng, *, model, tx, config):
   finite = jnp.isfinite(loss) & all_finite(grads)
   if config.get("skip_grad_norm", 0.0):
     finite &= grad_norm < config.skip_grad_norm
-  new_state = dict(state, params=params, model_state={**state["model_state"], **new_model_state}, opt=opt)
-  new_state = keep_if_finite(new_state, state, finite)
+  new_state = keep_if_finite(
+      {"params": params, "model_state": {**state["model_state"], **new_model_state}, "opt": opt}, state, finite)
   if "ema_params" in state:
     decay = jnp.where(new_state["consecutive_skips"] == 0, config.ema_decay, 1.0)
     new_state["ema_params"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,

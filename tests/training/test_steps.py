@@ -63,17 +63,19 @@ def test_train_step_reports_the_learning_rate_of_its_step():
 
 
 def test_keep_if_finite_keeps_the_old_state_counts_and_advances_the_step():
-  old = {"step": jnp.int32(4), "params": {"w": jnp.zeros(3)}, "opt": (jnp.ones(2),),
+  old = {"step": jnp.int32(4), "params": {"w": jnp.zeros(3)}, "opt": (jnp.ones(2),), "other": jnp.float32(7.0),
          "skipped_updates": jnp.int32(1), "consecutive_skips": jnp.int32(1)}
-  new = dict(old, params={"w": jnp.full(3, 2.0)}, opt=(jnp.full(2, 5.0),))
+  new = {"params": {"w": jnp.full(3, 2.0)}, "opt": (jnp.full(2, 5.0),)}  # what the update changed
   kept = jax.jit(steps.keep_if_finite)(new, old, jnp.bool_(False))
   np.testing.assert_array_equal(kept["params"]["w"], old["params"]["w"])
   np.testing.assert_array_equal(kept["opt"][0], old["opt"][0])
   assert (int(kept["step"]), int(kept["skipped_updates"]), int(kept["consecutive_skips"])) == (5, 2, 2)
+  assert set(kept) == set(old) and float(kept["other"]) == 7.0
   applied = jax.jit(steps.keep_if_finite)(new, old, jnp.bool_(True))
   np.testing.assert_array_equal(applied["params"]["w"], new["params"]["w"])
   np.testing.assert_array_equal(applied["opt"][0], new["opt"][0])
   assert (int(applied["step"]), int(applied["skipped_updates"]), int(applied["consecutive_skips"])) == (5, 1, 0)
+  assert set(applied) == set(old) and float(applied["other"]) == 7.0
 
 
 def test_all_finite_looks_at_every_inexact_leaf_only():
