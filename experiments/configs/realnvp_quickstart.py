@@ -2,8 +2,9 @@ r"""A RealNVP-style flow (Dinh et al. 2017) on the bundled MNIST digits: the sma
 
 python -m experiments.train --config=experiments/configs/realnvp_quickstart.py --workdir=/tmp/realnvp   # or ...py:smoke
 
-The README's "Adding a model" example (jaxgen/flows/realnvp.py): affine couplings and channel reversals over 2
-levels, 0.3M parameters. No paper number (RealNVP reports no MNIST figure); jaxgen's own figure is in README, Results.
+The README's "Adding a model" example (jaxgen/flows/realnvp.py): ActNorm, affine couplings and channel reversals over
+2 levels, 82k parameters. No paper number (RealNVP reports no MNIST figure). jaxgen: 2.06 bits/dim on the 2k test
+digits after 2,000 steps (README, Results); samples are strokes, not digits, at this size.
 """
 import ml_collections
 
