@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.gan import augment
+from jaxgen.gan import augment, training
 from jaxgen.gan import stylegan2 as sg
 
 B, H, W = 64, 8, 12
@@ -79,27 +79,34 @@ def test_gradients_flow_through_every_policy_and_bad_policy_fails():
     sg.tiny(diffaugment="color,flip")
 
 
+def _init(model, b=4):
+  batch = {"image": jnp.zeros((b,) + model.image_shape, jnp.uint8), "label": jnp.zeros((b,), jnp.int32)}
+  return training.init_state(jax.random.key(0), batch, model=model, tx=training.make_optimizers(model), config={})
+
+
 def test_discriminator_sees_augmented_images_only_with_a_policy():
-  cfg = sg.tiny(diffaugment="translation,cutout")
-  state = sg.init_gan_state(jax.random.key(0), cfg, (4, 8, 8, 3))
+  model = sg.tiny(diffaugment="translation,cutout")
+  state = _init(model)
   img = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
-  d = lambda c, r: sg._discriminator(c, state["d_params"], img, None, r)
+  d = lambda m, r: training._discriminator(m, state["params"]["discriminator"], img, None, r)
   plain = d(sg.tiny(), jax.random.key(2))
-  assert np.allclose(d(cfg, None), plain)  # no rng: no augmentation
-  assert not np.allclose(d(cfg, jax.random.key(2)), plain)
-  want = sg._discriminator(sg.tiny(), state["d_params"], augment.diff_augment(img, jax.random.key(2),
-                                                                              "translation,cutout"), None)
-  np.testing.assert_allclose(d(cfg, jax.random.key(2)), want, rtol=1e-5)
+  assert np.allclose(d(model, None), plain)  # no rng: no augmentation
+  assert not np.allclose(d(model, jax.random.key(2)), plain)
+  want = training._discriminator(sg.tiny(), state["params"]["discriminator"],
+                                 augment.diff_augment(img, jax.random.key(2), "translation,cutout"), None)
+  np.testing.assert_allclose(d(model, jax.random.key(2)), want, rtol=1e-5)
 
 
 def test_every_discriminator_call_of_the_training_step_is_augmented(monkeypatch):
   """Traced (not compiled): G main, D main on fakes and on reals, and R1 each pass D an augmented batch."""
-  cfg = sg.tiny(diffaugment="cutout")
-  state = jax.eval_shape(lambda: sg.init_gan_state(jax.random.key(0), cfg, (4, 8, 8, 3)))
+  model = sg.tiny(diffaugment="cutout")
+  state = jax.eval_shape(lambda: _init(model))
   calls = []
   real_augment = augment.diff_augment
   monkeypatch.setattr(augment, "diff_augment", lambda x, rng, policy: calls.append(policy) or real_augment(
       x, rng, policy))
-  batch = {"image": jax.ShapeDtypeStruct((4, 8, 8, 3), jnp.uint8)}
-  jax.eval_shape(lambda s, b: sg.gan_train_step(s, b, jax.random.key(1), cfg=cfg), state, batch)
+  batch = {"image": jax.ShapeDtypeStruct((4, 8, 8, 3), jnp.uint8), "label": jax.ShapeDtypeStruct((4,), jnp.int32)}
+  tx = training.make_optimizers(model)
+  jax.eval_shape(lambda s, b: training.train_step(s, b, jax.random.key(1), model=model, tx=tx, config={}), state,
+                 batch)
   assert calls == ["cutout"] * 4

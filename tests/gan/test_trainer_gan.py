@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import stylegan2_quickstart
+from jaxgen.gan import networks
 from jaxgen.gan import stylegan2 as sg
 from jaxgen.training import trainer
 
@@ -59,6 +60,7 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # the 5-step whole_run fixture with its FID evaluation
 def test_trainer_steps_change_both_networks_and_the_ema(setup, whole_run):
   s, state0, _ = setup
   workdir, state = whole_run
@@ -94,6 +96,7 @@ def test_non_finite_iteration_is_skipped_and_counted(setup):
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, after))  # NaN == NaN here
 
 
+@pytest.mark.slow
 def test_resume_is_identical_to_uninterrupted_training(tmp_path, cache_dir, whole_run):
   """Restart at step 3: the regularisers fire at steps 0, 2 (first part) and 4 (after the restart)."""
   whole, final_whole = whole_run
@@ -108,8 +111,10 @@ def test_resume_is_identical_to_uninterrupted_training(tmp_path, cache_dir, whol
 
 
 def test_bad_configs_fail_with_clear_errors(cache_dir):
-  with pytest.raises(ValueError, match="config.optimizer"):
+  with pytest.raises(ValueError, match="config.optimizer key.*known keys"):
     trainer.setup(smoke_config(cache_dir, optimizer=dict(lr=1e-3)))
+  with pytest.raises(ValueError, match="ema_decay"):
+    trainer.setup(smoke_config(cache_dir, ema_decay=0.999))
   config = smoke_config(cache_dir)
   config.model["image_shape"] = (32, 32, 1)
   with pytest.raises(ValueError, match="image_shape"):
@@ -124,12 +129,14 @@ def test_model_derives_resolution_and_pads_and_crops():
   m = sg.Model(image_shape=(28, 28, 1))
   assert (m.resolution, m.img_channels, m.num_ws) == (32, 1, 8)
   x = jnp.arange(2 * 28 * 28).reshape(2, 28, 28, 1).astype(jnp.uint8)
-  padded = sg._pad(x, 32)
+  padded = networks.pad_images(x, 32)
   assert padded.shape == (2, 32, 32, 1) and int(padded[:, :2].max()) == 0 and int(padded[:, :, -2:].max()) == 0
-  np.testing.assert_array_equal(sg._crop(padded, m.image_shape), x)
-  # Every Config field is a config.model key with the same default (Model only derives resolution / channels).
-  assert {f: getattr(sg.Model(image_shape=(32, 32, 3)), f) for f in sg.Config.__dataclass_fields__} == \
-      {f: getattr(sg.Config(), f) for f in sg.Config.__dataclass_fields__}
+  np.testing.assert_array_equal(networks.crop_images(padded, m.image_shape), x)
+  # The defaults are the official `stylegan2` config's, at 32x32x3 (the default image_shape).
+  official = dict(resolution=32, img_channels=3, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768,
+                  channel_max=512, d_architecture="resnet", mbstd_group_size=4, r1_gamma=10.0, r1_interval=16,
+                  pl_weight=2.0, pl_interval=4, style_mixing_prob=0.9, ema_kimg=10.0, ema_rampup=None)
+  assert {k: getattr(sg.Model(), k) for k in official} == official
 
 
 def run_cli(*args, cache_dir):
@@ -137,6 +144,7 @@ def run_cli(*args, cache_dir):
                         env={**os.environ, "JAXGEN_CACHE": cache_dir})
 
 
+@pytest.mark.slow
 def test_cli_evaluates_and_samples(cache_dir, whole_run):
   workdir, _ = whole_run
   out = run_cli("-m", "experiments.evaluate", f"--config={SMOKE}", f"--workdir={workdir}", cache_dir=cache_dir)
@@ -144,8 +152,8 @@ def test_cli_evaluates_and_samples(cache_dir, whole_run):
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert {"fid", "kid", "precision", "recall"} <= set(result) and result["fid"] > 0 and result["step"] == 5
   assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1 and result["num_samples"] == 16
-  out = run_cli("-m", "experiments.sample", f"--config={SMOKE}", f"--workdir={workdir}", "--num=3", "--mix=2",
-                cache_dir=cache_dir)
+  out = run_cli("-m", "experiments.sample", f"--config={SMOKE}", f"--workdir={workdir}", "--config.figures.num=3",
+                "--config.figures.mix=2", cache_dir=cache_dir)
   assert out.returncode == 0, out.stderr[-3000:]
   for name in ("truncation.png", "truncation_0.png", "truncation_1.png", "style_mixing_coarse.png",
                "style_mixing_fine.png"):
