@@ -92,8 +92,7 @@ def figures(s, state, *, seed, psis, num, mix):
   model = s.model
   labels = figures_lib.labels_for(s, num * num) if model.num_classes else None
   sweep = truncation_sweep(state, jax.random.key(seed), psis, num * num, model=model, labels=labels)
-  out = figures_lib.sweep_figures(sweep, num, "truncation")
-  out["truncation.png"] = out.pop("truncations.png")  # the name experiments.sample and README give (not plural)
+  out = figures_lib.sweep_figures(sweep, num, "truncation.png", "truncation")
   half = model.num_ws // 2
   for name, layers_ in (("coarse", range(0, half)), ("fine", range(half, model.num_ws))):
     grid = mixing_grid(state, jax.random.key(seed + 1), mix, mix, layers_, model=model,

@@ -23,12 +23,12 @@ def grid(images, columns=None, binary=False):
   return writers.image_grid(np.asarray(images), columns=columns, binary=binary)
 
 
-def sweep_figures(sweep, num, prefix, binary=False):
-  """{value: uint8 [num*num, H, W, C]} -> {f"{prefix}s.png": one row of `num` per value,
+def sweep_figures(sweep, num, rows_name, prefix, binary=False):
+  """{value: uint8 [num*num, H, W, C]} -> {rows_name: one row of `num` images per value,
   f"{prefix}_{value}.png": a num x num grid per value}."""
   out = {f"{prefix}_{value:g}.png": grid(images, columns=num, binary=binary) for value, images in sweep.items()}
   rows = np.concatenate([np.asarray(images)[:num] for images in sweep.values()])
-  return {f"{prefix}s.png": grid(rows, columns=num, binary=binary)} | out
+  return {rows_name: grid(rows, columns=num, binary=binary)} | out
 
 
 def temperature_sweep(s, state, temperatures, num, seed):
@@ -43,4 +43,4 @@ def temperature_sweep(s, state, temperatures, num, seed):
 def temperature_figures(s, state, *, seed, temperatures, num):
   """temperatures.png (one row per temperature, the same noise in every row) and temperature_T.png grids."""
   sweep = temperature_sweep(s, state, temperatures, num, seed)
-  return sweep_figures(sweep, num, "temperature", binary=bool(s.config.binarize))
+  return sweep_figures(sweep, num, "temperatures.png", "temperature", binary=bool(s.config.binarize))
