@@ -100,10 +100,9 @@ def make_optimizers(model, optimizer=None):
           for part, (lr, (b1, b2), eps) in adam_settings(model, optimizer).items()}
 
 
-def make_optimizer(config):
-  """`Family.make_optimizer`: `make_optimizers` for config.model and config.optimizer, after checking the config."""
+def make_optimizer(config, *, model):
+  """`Family.make_optimizer`: `make_optimizers` for the model and config.optimizer, after checking the config."""
   check_config(config)
-  model = networks.Model(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(config.model).items()})
   return make_optimizers(model, config.get("optimizer", None))
 
 

@@ -19,9 +19,10 @@ from jaxgen.training import steps
 class Family(NamedTuple):
   """How the trainer runs one model family (optax's `GradientTransformation` is the model: pure functions).
 
-  make_optimizer(config) -> tx
+  make_optimizer(config, *, model) -> tx
       An optax.GradientTransformation built from config.optimizer (a dict of them for a family with several,
-      e.g. a GAN's {"generator", "discriminator"}). Unknown config.optimizer keys are a ValueError.
+      e.g. a GAN's {"generator", "discriminator"}, whose lazy-regularisation corrections depend on the model).
+      Unknown config.optimizer keys are a ValueError.
   init_state(rng, batch, *, model, tx, config) -> state
       The train state, a dict pytree that holds at least "step" (int32 []), "params", "skipped_updates" and
       "consecutive_skips" (int32 []). `batch` is a data batch ({"image": uint8 [B, H, W, C], "label": int32 [B]}),

@@ -59,6 +59,7 @@ def build(optimizer_config, total_steps):
   return tx, schedule
 
 
-def make_optimizer(config):
-  """The likelihood families' `Family.make_optimizer`: one optax transform from config.optimizer."""
+def make_optimizer(config, *, model=None):
+  """The likelihood families' `Family.make_optimizer`: one optax transform from config.optimizer (any model)."""
+  del model
   return build(config.optimizer, config.total_steps)[0]

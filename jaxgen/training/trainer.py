@@ -92,7 +92,7 @@ class Setup:
   config: ml_collections.ConfigDict
   family: family_lib.Family
   model: Any  # config.model_name's `Model(**config.model)`
-  tx: Any  # family.make_optimizer(config)
+  tx: Any  # family.make_optimizer(config, model=model)
   input: data.Input
   mesh: jax.sharding.Mesh
   batch_sharding: NamedSharding
@@ -171,7 +171,7 @@ def setup(config, train_data=None):
   family_lib.figure_options(family, config)  # a misspelt config.figures key fails now, not after training
   inputs = data.Input(config, train_data, jax.process_index(), jax.process_count())
   check_dataset(model, inputs.train)
-  tx = family.make_optimizer(config)
+  tx = family.make_optimizer(config, model=model)
   mesh = make_mesh()
   batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   host_batch = inputs.init_batch()

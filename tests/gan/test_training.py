@@ -157,9 +157,8 @@ def test_optimizer_settings_from_config():
     training.adam_settings(model, dict(lr=0.1))
   with pytest.raises(ValueError, match=r"generator.b1"):
     training.adam_settings(model, dict(generator=dict(lr=0.1, b1=0.5)))
-  config = ml_collections.ConfigDict(dict(model=dict(image_shape=[8, 8, 3], pl_interval=None, r1_interval=16),
-                                          optimizer=dict(generator=dict(lr=0.003), discriminator=dict(lr=0.004))))
-  tx = training.make_optimizer(config)
+  config = ml_collections.ConfigDict(dict(optimizer=dict(generator=dict(lr=0.003), discriminator=dict(lr=0.004))))
+  tx = training.make_optimizer(config, model=networks.Model(image_shape=(8, 8, 3), pl_interval=None, r1_interval=16))
   assert set(tx) == {"generator", "discriminator"}
   # pl_interval None: G's Adam is uncorrected (lr 0.003 exactly: one update of a unit gradient moves by -lr).
   updates, _ = tx["generator"].update(jnp.ones(2), tx["generator"].init(jnp.zeros(2)))
