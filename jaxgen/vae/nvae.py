@@ -57,7 +57,6 @@ from jaxgen.training import figures as figures_lib
 from jaxgen.vae import cells, spectral
 
 CHANNEL_MULT = 2
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +117,8 @@ def normal_params(mu, log_sigma, temperature=1.0):
 
 
 def normal_log_prob_elementwise(z, mu, sigma):
-  return -0.5 * jnp.square((z - mu) / sigma) - 0.5 * _LOG_2PI - jnp.log(sigma)
+  """log N(z; mu, sigma^2) per element, for the (mu, sigma) of `normal_params` (`distributions`' Gaussian)."""
+  return distributions.gaussian_log_prob_elementwise(z, mu, jnp.log(sigma))
 
 
 def normal_kl_elementwise(mu_q, sigma_q, mu_p, sigma_p):

@@ -55,8 +55,10 @@ def test_train_step_reports_the_schedules_learning_rate(trained):
   rows = [r for r in read_metrics(workdir) if "train/nelbo" in r]
   lr = np.array([r["train/lr"] for r in rows])  # row of step k: the update from state step k - 1
   schedule = optim.learning_rate(config)
-  np.testing.assert_allclose(lr, [float(schedule(r["step"] - 1)) for r in rows], rtol=1e-6, atol=1e-12)
-  assert lr[0] == 0.0 and lr.max() == pytest.approx(config.optimizer["lr"]) and lr[-1] < 0.02 * lr.max()  # warm-up, then cosine decay
+  # rtol: float32 cosine near the end of the decay, inside the compiled step and here.
+  np.testing.assert_allclose(lr, [float(schedule(r["step"] - 1)) for r in rows], rtol=1e-5, atol=1e-12)
+  # One warm-up step from 0, then cosine decay to 1% of the peak.
+  assert lr[0] == 0.0 and lr.max() == pytest.approx(config.optimizer["lr"]) and lr[-1] < 0.02 * lr.max()
 
 
 @pytest.mark.slow
