@@ -67,6 +67,17 @@ def test_latent_shapes_per_group_and_flows_trace():
   assert len(variables["params"]["nf_cells_6"]) == 2  # one PairedCellAR per group: two masked cells
 
 
+def test_non_square_images_trace():
+  """image_shape is (H, W, C): latents and outputs keep the aspect ratio (traced only)."""
+  model = nvae.Tiny(image_shape=(8, 16, 1), binarized=True)
+  x = jnp.zeros((2, 8, 16, 1), jnp.uint8)
+  rngs = {"params": _key(0), "sample": _key(1)}
+  variables = jax.eval_shape(functools.partial(model.init, train=False), rngs, x)
+  assert model.latent_shapes() == [(4, 8, 2)] * 2
+  samples = jax.eval_shape(lambda v: model.apply(v, _key(2), 3, method=nvae.Model.sample), variables)
+  assert samples.shape == (3, 8, 16, 1)
+
+
 def test_bad_image_shape_is_rejected_with_a_fix():
   model = nvae.Tiny(image_shape=(12, 12, 3), num_latent_scales=3)  # 12 is not a multiple of 2^3
   with pytest.raises(ValueError, match="divisible"):
