@@ -34,11 +34,14 @@ the temperature. The paper re-adjusts BatchNorm statistics at that temperature (
 keep the result and pass it as "batch_stats" to `sample`, so it is computed once per temperature
 (`TemperatureSampler` does this).
 
-Trainer hooks (module-level, used by jaxgen.training.trainer by name): `train_step` (the shared step, plus random
-horizontal flips with config.random_flip), `eval_step` / `evaluate` (negative ELBO, K-sample importance-weighted
-NLL with K = config.iw_samples, KL per group, active units over the whole split), `sample_images` (BN statistics
-re-adjusted at config.sample_temperature with config.readjust_bn_iterations passes). The BN running averages and
-the power-iteration vectors live in "batch_stats", i.e. in the train state's "model_state", and are checkpointed.
+`FAMILY` (`jaxgen.training.family.Family`, what the trainer reads) is the likelihood family with NVAE's own
+`train_step` (the shared step after random horizontal flips, config.random_flip), `eval_step` (per-batch sums of
+the negative ELBO, the K-sample importance-weighted NLL with K = config.iw_samples, the KL per group and per latent
+unit), `summarize` (means, and the active units from the per-unit KL of the whole split), `sample_images` (BN
+statistics re-adjusted at config.sample_temperature by config.readjust_bn_iterations passes) and `figures`
+(temperature sweeps through `TemperatureSampler`; options config.figures.temperatures, num and
+readjust_bn_iterations). The BN running averages and the power-iteration vectors live in "batch_stats", i.e. in the
+train state's "model_state", and are checkpointed.
 """
 import functools
 import math
@@ -49,14 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import distributions
-from jaxgen.training import family
+from jaxgen.training import family, steps
 from jaxgen.training import figures as figures_lib
-from jaxgen.training import steps
-from jaxgen.vae import cells
-from jaxgen.vae import spectral
+from jaxgen.vae import cells, spectral
 
 CHANNEL_MULT = 2
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,7 +117,8 @@ def normal_params(mu, log_sigma, temperature=1.0):
 
 
 def normal_log_prob_elementwise(z, mu, sigma):
-  return -0.5 * jnp.square((z - mu) / sigma) - 0.5 * _LOG_2PI - jnp.log(sigma)
+  """log N(z; mu, sigma^2) per element, for the (mu, sigma) of `normal_params` (`distributions`' Gaussian)."""
+  return distributions.gaussian_log_prob_elementwise(z, mu, jnp.log(sigma))
 
 
 def normal_kl_elementwise(mu_q, sigma_q, mu_p, sigma_p):
@@ -163,8 +164,7 @@ class Model(nn.Module):
   mixture with `num_mixture_dec` components. `pad` pixels of zeros are added on each side (2 for 28x28 MNIST,
   as the official loader) and left out of the likelihood and the samples.
   """
-  image_size: int = 32
-  image_channels: int = 3
+  image_shape: tuple = (32, 32, 3)  # (H, W, C)
   binarized: bool = False
   num_bits: int = 8
   pad: int = 0
@@ -212,13 +212,15 @@ class Model(nn.Module):
     return sum(self.groups)
 
   @property
-  def image_shape(self):
-    """(H, W, C) of the images the model takes; the trainer checks it against the dataset's."""
-    return (self.image_size, self.image_size, self.image_channels)
+  def padded_size(self):
+    """(H + 2 pad, W + 2 pad): the size the networks see."""
+    height, width, _ = self.image_shape
+    return height + 2 * self.pad, width + 2 * self.pad
 
   @property
-  def padded_size(self):
-    return self.image_size + 2 * self.pad
+  def _top_size(self):
+    """(h, w) of the coarsest latent scale and of prior_ftr0."""
+    return tuple(n // 2 ** self._num_downsamplings for n in self.padded_size)
 
   @property
   def _num_downsamplings(self):
@@ -226,17 +228,19 @@ class Model(nn.Module):
 
   def latent_shapes(self):
     """(h, w, c) of every latent group in decoder order (coarsest scale first)."""
-    shapes, top = [], self.padded_size // 2 ** self._num_downsamplings
+    shapes, (top_h, top_w) = [], self._top_size
     for s in range(self.num_latent_scales):
-      size = top * 2 ** s
-      shapes += [(size, size, self.num_latent_per_group)] * self.groups[self.num_latent_scales - s - 1]
+      shape = (top_h * 2 ** s, top_w * 2 ** s, self.num_latent_per_group)
+      shapes += [shape] * self.groups[self.num_latent_scales - s - 1]
     return shapes
 
   def _check_config(self):
     factor = 2 ** self._num_downsamplings
-    if self.padded_size % factor:
+    if len(self.image_shape) != 3:
+      raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape}")
+    if any(n % factor for n in self.padded_size):
       raise ValueError(
-          f"image_size + 2 * pad = {self.padded_size} must be divisible by 2^(num_preprocess_blocks + "
+          f"image_shape[:2] + 2 * pad = {self.padded_size} must be divisible by 2^(num_preprocess_blocks + "
           f"num_latent_scales - 1) = {factor}; change pad, num_preprocess_blocks or num_latent_scales.")
     if not 1 <= self.num_bits <= 8:
       raise ValueError(f"num_bits must be in 1..8, got {self.num_bits}")
@@ -285,8 +289,8 @@ class Model(nn.Module):
   @property
   def _num_output_params(self):
     if self.binarized:
-      return self.image_channels
-    return distributions.dmol_num_params(self.image_channels, self.num_mixture_dec)
+      return self.image_shape[-1]
+    return distributions.dmol_num_params(self.image_shape[-1], self.num_mixture_dec)
 
   def setup(self):
     self._check_config()
@@ -335,10 +339,9 @@ class Model(nn.Module):
     if self._vanilla:
       self.stem_decoder = cells.Conv2D(c_enc * mult, 1, use_bias=True)
 
-    top = self.padded_size // 2 ** self._num_downsamplings
     top_channels = c_dec * CHANNEL_MULT ** self._num_downsamplings
     # Learned input of the top-down path, torch.rand init.
-    self.prior_ftr0 = self.param("prior_ftr0", nn.initializers.uniform(1.0), (top, top, top_channels))
+    self.prior_ftr0 = self.param("prior_ftr0", nn.initializers.uniform(1.0), self._top_size + (top_channels,))
 
     post = []
     for _ in range(self.num_postprocess_blocks):
@@ -358,16 +361,16 @@ class Model(nn.Module):
 
   def _preprocess(self, images):
     """uint8 [B, H, W, C] -> (x in [0, 1] padded [B, H+2p, W+2p, C], targets for the likelihood)."""
-    if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.image_channels):
-      raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, {self.image_channels}], "
-                       f"got {images.shape}; set the model's image_size / image_channels to the dataset's.")
+    if images.ndim != 4 or images.shape[1:] != tuple(self.image_shape):
+      raise ValueError(f"expected images [B, {', '.join(map(str, self.image_shape))}], got {images.shape}; set "
+                       f"the model's image_shape to the dataset's.")
     return preprocess_images(images, num_bits=self.num_bits, binarized=self.binarized, pad=self.pad)
 
   def _crop(self, y):
     if not self.pad:
       return y
-    p = self.pad
-    return y[:, p:p + self.image_size, p:p + self.image_size]
+    p, (height, width, _) = self.pad, self.image_shape
+    return y[:, p:p + height, p:p + width]
 
   def _nll(self, params, target):
     """-log p(x | z) per example.  params [B, H, W, P] (cropped), target uint8/int [B, H, W, C] -> [B]."""
@@ -397,6 +400,36 @@ class Model(nn.Module):
     kl_diag = jnp.sum(kl_el, axis=(1, 2))  # [B, C]
     return _sum_hwc(log_q_el) - log_det, _sum_hwc(log_p_el), kl, kl_diag
 
+  def _prior_params(self, idx, s):
+    """Unclamped (mu, log sigma) of p(z_idx | z_<idx) from the decoder features s before group idx: zeros for the
+    top group (N(0, 1) before the official +0.01), ELU-Conv1x1 of s for the others."""
+    if idx == 0:
+      zeros = jnp.zeros(s.shape[:1] + self.latent_shapes()[0], s.dtype)
+      return zeros, zeros
+    return jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
+
+  def _top_down(self, batch, train, draw_z):
+    """The decoder: prior_ftr0 -> tower -> post-processing -> decoder parameters [batch, H, W, P] (cropped).
+
+    draw_z(idx, s) -> z_idx [batch, h, w, c] gives each group's latent from the features s that reach the group's
+    combiner (the posterior sample in `_forward`, a prior sample in `generate`); it is called once per group, in
+    decoder order, and for the single latent of the vanilla (one-group) model.
+    """
+    s = jnp.broadcast_to(self.prior_ftr0[None], (batch,) + self.prior_ftr0.shape)  # [B, h, w, C]
+    dec_plan, _ = self._decoder_plan()
+    idx = 0
+    for (kind, _), op in zip(dec_plan, self.dec_tower):
+      if kind == "combiner":
+        s = op(s, draw_z(idx, s))
+        idx += 1
+      else:
+        s = op(s, train)
+    if self._vanilla:
+      s = self.stem_decoder(draw_z(0, s))
+    for cell in self.post_process:
+      s = cell(s, train)
+    return self._crop(self.image_conditional(jax.nn.elu(s)))
+
   def _forward(self, x, train):
     """Encoder + decoder on x in [0, 1] (padded).  Returns decoder params (cropped) and the latent terms."""
     s = self.stem(2.0 * x - 1.0)
@@ -412,44 +445,27 @@ class Model(nn.Module):
         s = op(s, train)
     combiners.reverse()
     combiner_inputs.reverse()
+    top_ftr = jax.nn.elu(self.enc0(jax.nn.elu(s)))
+    terms, zs = [], []
 
-    ftr = jax.nn.elu(self.enc0(jax.nn.elu(s)))
-    mu_q, log_sig_q = jnp.split(self.enc_sampler[0](ftr), 2, axis=-1)
-    q = normal_params(mu_q, log_sig_q)
-    z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
-    z, log_det = self._flows(z0, 0)
-    p = normal_params(jnp.zeros_like(z), jnp.zeros_like(z))
-    terms = [self._group_terms(q, p, z0, z, log_det)]
-    zs = [z]
-
-    batch = x.shape[0]
-    s = jnp.broadcast_to(self.prior_ftr0[None], (batch,) + self.prior_ftr0.shape)
-    dec_plan, _ = self._decoder_plan()
-    idx = 0
-    for (kind, _), op in zip(dec_plan, self.dec_tower):
-      if kind != "combiner":
-        s = op(s, train)
-        continue
-      if idx > 0:
-        mu_p, log_sig_p = jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
+    def posterior_sample(idx, s):
+      """z_idx ~ q(z_idx | x, z_<idx) (then the flows), recording the group's log q, log p and KL terms."""
+      mu_p, log_sig_p = self._prior_params(idx, s)
+      if idx == 0:
+        mu_q, log_sig_q = jnp.split(self.enc_sampler[0](top_ftr), 2, axis=-1)
+      else:
         ftr = combiners[idx - 1](combiner_inputs[idx - 1], s)
         mu_q, log_sig_q = jnp.split(self.enc_sampler[idx](ftr), 2, axis=-1)
         if self.res_dist:
-          q = normal_params(mu_p + mu_q, log_sig_p + log_sig_q)
-        else:
-          q = normal_params(mu_q, log_sig_q)
-        z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
-        z, log_det = self._flows(z0, idx)
-        p = normal_params(mu_p, log_sig_p)
-        terms.append(self._group_terms(q, p, z0, z, log_det))
-        zs.append(z)
-      s = op(s, z)
-      idx += 1
-    if self._vanilla:
-      s = self.stem_decoder(z)
-    for cell in self.post_process:
-      s = cell(s, train)
-    params = self._crop(self.image_conditional(jax.nn.elu(s)))
+          mu_q, log_sig_q = mu_p + mu_q, log_sig_p + log_sig_q
+      q = normal_params(mu_q, log_sig_q)
+      z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
+      z, log_det = self._flows(z0, idx)
+      terms.append(self._group_terms(q, normal_params(mu_p, log_sig_p), z0, z, log_det))
+      zs.append(z)
+      return z
+
+    params = self._top_down(x.shape[0], train, posterior_sample)
     log_q, log_p, kl, kl_diag = zip(*terms)
     return params, dict(log_q=sum(log_q), log_p=sum(log_p), kl_all=jnp.stack(kl, axis=1),  # [B, G]
                         kl_diag=list(kl_diag), z=zs)
@@ -556,27 +572,11 @@ class Model(nn.Module):
     With train=True BatchNorm normalises with the batch statistics and updates its running averages
     (the official BN re-adjustment runs this under `model.train()`).
     """
-    top_shape = self.latent_shapes()[0]
-    mu, sigma = normal_params(jnp.zeros((num,) + top_shape), jnp.zeros((num,) + top_shape), temperature)
-    z = mu + sigma * jax.random.normal(jax.random.fold_in(rng, 0), mu.shape)
-    s = jnp.broadcast_to(self.prior_ftr0[None], (num,) + self.prior_ftr0.shape)
-    dec_plan, _ = self._decoder_plan()
-    idx = 0
-    for (kind, _), op in zip(dec_plan, self.dec_tower):
-      if kind != "combiner":
-        s = op(s, train)
-        continue
-      if idx > 0:
-        mu_p, log_sig_p = jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
-        mu, sigma = normal_params(mu_p, log_sig_p, temperature)
-        z = mu + sigma * jax.random.normal(jax.random.fold_in(rng, idx), mu.shape, mu.dtype)
-      s = op(s, z)
-      idx += 1
-    if self._vanilla:
-      s = self.stem_decoder(z)
-    for cell in self.post_process:
-      s = cell(s, train)
-    return self._crop(self.image_conditional(jax.nn.elu(s)))
+    def prior_sample(idx, s):
+      mu, sigma = normal_params(*self._prior_params(idx, s), temperature)
+      return mu + sigma * jax.random.normal(jax.random.fold_in(rng, idx), mu.shape, mu.dtype)
+
+    return self._top_down(num, train, prior_sample)
 
   def sample(self, rng, num: int, temperature: float = 1.0):
     """uint8 [num, H, W, C] samples at `temperature` (0/1 for binarized data, 8-bit values otherwise).
@@ -588,7 +588,7 @@ class Model(nn.Module):
     if self.binarized:
       return distributions.bernoulli_sample(rng_pixels, params).astype(jnp.uint8)
     levels = distributions.discretized_logistic_mixture_sample(
-        rng_pixels, params, self.image_channels, self.num_bits, temperature)
+        rng_pixels, params, self.image_shape[-1], self.num_bits, temperature)
     scale = 255.0 / (2 ** self.num_bits - 1)
     return jnp.round(levels.astype(jnp.float32) * scale).astype(jnp.uint8)
 
@@ -678,7 +678,7 @@ class TemperatureSampler:
 
 
 # ----------------------------------------------------------------------------------------------
-# Hooks of the shared trainer (jaxgen.training.trainer uses module-level functions of these names).
+# The family: what the shared trainer runs (`FAMILY`, jaxgen.training.family).
 # ----------------------------------------------------------------------------------------------
 
 ACTIVE_UNIT_THRESHOLD = 0.1  # nats (official train.py: `torch.sum(kl_diag_i > 0.1)`)
@@ -765,36 +765,11 @@ FAMILY = family.LIKELIHOOD._replace(
 
 
 # ----------------------------------------------------------------------------------------------
-# Size presets.
+# Size preset for tests (the experiment sizes live in experiments/configs/nvae_*.py).
 # ----------------------------------------------------------------------------------------------
 
-# For tests and smoke runs: 8x8 RGB, one latent scale of 2 groups, no flows (~30 convolutions).
+# For tests: 8x8 RGB, one latent scale of 2 groups, no flows (~30 convolutions).
 Tiny = functools.partial(
-    Model, image_size=8, image_channels=3, num_channels_enc=8, num_channels_dec=8, num_preprocess_blocks=1,
+    Model, image_shape=(8, 8, 3), num_channels_enc=8, num_channels_dec=8, num_preprocess_blocks=1,
     num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1, num_latent_scales=1,
     num_groups_per_scale=2, num_latent_per_group=2, num_mixture_dec=2, num_nf=0, kl_anneal_steps=10)
-
-# README MNIST command (paper: 78.01 nats, Table 1; 2 GPUs x batch 200, 400 epochs of 150 steps = 60k steps).
-BinarizedMNIST = functools.partial(
-    Model, image_size=28, image_channels=1, binarized=True, pad=2, num_channels_enc=32, num_channels_dec=32,
-    num_preprocess_blocks=2, num_preprocess_cells=3, num_postprocess_blocks=2, num_postprocess_cells=3,
-    num_latent_scales=2, num_groups_per_scale=10, ada_groups=True, num_latent_per_group=20,
-    num_cell_per_cond_enc=2, num_cell_per_cond_dec=2, num_nf=0, use_se=True, res_dist=True,
-    weight_decay_norm=1e-2, kl_anneal_steps=18_000, kl_const_steps=6)
-
-# README CIFAR-10 command (paper: 2.91 bpd; 8 GPUs x batch 32, 400 epochs of 195 steps = 78k steps).
-CIFAR10 = functools.partial(
-    Model, image_size=32, image_channels=3, num_channels_enc=128, num_channels_dec=128,
-    num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
-    num_latent_scales=1, num_groups_per_scale=30, num_latent_per_group=20, num_cell_per_cond_enc=2,
-    num_cell_per_cond_dec=2, num_mixture_dec=10, num_nf=1, use_se=True, res_dist=True,
-    weight_decay_norm=1e-2, kl_anneal_steps=23_400, kl_const_steps=7)
-
-# Issue 4's benchmark size (the size the official code was timed at): 32 channels, 1 latent scale, 5 groups of
-# 20 latents, 1 pre- and 1 post-processing block, 1 cell per conditional, one posterior flow, 10 mixtures.
-CIFAR10Bench = functools.partial(
-    Model, image_size=32, image_channels=3, num_channels_enc=32, num_channels_dec=32,
-    num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
-    num_latent_scales=1, num_groups_per_scale=5, num_latent_per_group=20, num_cell_per_cond_enc=1,
-    num_cell_per_cond_dec=1, num_mixture_dec=10, num_nf=1, use_se=True, res_dist=True,
-    weight_decay_norm=1e-2)

@@ -1,4 +1,5 @@
-"""NVAE model: latent structure, ELBO / importance-weighted bounds, training, sampling, BN re-adjustment.
+"""NVAE model (jaxgen/vae/nvae.py): the official residual-normal KL, groups and KL balancing, latent structure,
+ELBO / importance-weighted bounds, training, sampling, BN re-adjustment.
 
 Compilation dominates on CPU: one tiny model is initialised once (module fixture) and every jitted function is
 shared; structural checks use jax.eval_shape (traced, not compiled).
@@ -49,7 +50,7 @@ def tiny():
 
 def test_latent_shapes_per_group_and_flows_trace():
   """Groups over 3 scales, shrinking at coarser scales (ada_groups), with posterior flows (traced only)."""
-  model = nvae.Tiny(image_size=16, num_latent_scales=3, num_groups_per_scale=4, ada_groups=True, num_nf=1,
+  model = nvae.Tiny(image_shape=(16, 16, 3), num_latent_scales=3, num_groups_per_scale=4, ada_groups=True, num_nf=1,
                     num_latent_per_group=3)
   x = jnp.zeros((2, 16, 16, 3), jnp.uint8)
   rngs = {"params": _key(0), "sample": _key(1)}
@@ -66,8 +67,19 @@ def test_latent_shapes_per_group_and_flows_trace():
   assert len(variables["params"]["nf_cells_6"]) == 2  # one PairedCellAR per group: two masked cells
 
 
-def test_bad_image_size_is_rejected_with_a_fix():
-  model = nvae.Tiny(image_size=12, num_latent_scales=3)  # 12 is not a multiple of 2^3
+def test_non_square_images_trace():
+  """image_shape is (H, W, C): latents and outputs keep the aspect ratio (traced only)."""
+  model = nvae.Tiny(image_shape=(8, 16, 1), binarized=True)
+  x = jnp.zeros((2, 8, 16, 1), jnp.uint8)
+  rngs = {"params": _key(0), "sample": _key(1)}
+  variables = jax.eval_shape(functools.partial(model.init, train=False), rngs, x)
+  assert model.latent_shapes() == [(4, 8, 2)] * 2
+  samples = jax.eval_shape(lambda v: model.apply(v, _key(2), 3, method=nvae.Model.sample), variables)
+  assert samples.shape == (3, 8, 16, 1)
+
+
+def test_bad_image_shape_is_rejected_with_a_fix():
+  model = nvae.Tiny(image_shape=(12, 12, 3), num_latent_scales=3)  # 12 is not a multiple of 2^3
   with pytest.raises(ValueError, match="divisible"):
     jax.eval_shape(functools.partial(model.init, train=False), {"params": _key(0), "sample": _key(1)},
                    jnp.zeros((1, 12, 12, 3), jnp.uint8))
@@ -82,6 +94,69 @@ def test_preprocessing_5bit_and_binarized():
   x, target = nvae.preprocess_images(im, binarized=True, pad=2)
   assert x.shape == (2, 8, 8, 1) and float(x.sum()) == 32.0 and target.shape == (2, 4, 4, 1)
   assert float(x[:, :2].sum()) == 0.0  # zero padding, as the official MNIST loader
+
+
+# --- pieces of the official utils.py / distributions.py ---------------------------------------------
+
+
+def _residual_normal(seed, shape, scale=1.0):
+  """Prior params and residual posterior params (mu_p + dmu, log_sig_p + dlog_sig), as in nvae.Model."""
+  mu_p, log_sig_p, dmu, dlog = scale * np.random.RandomState(seed).standard_normal((4,) + shape).astype(np.float32)
+  q = nvae.normal_params(mu_p + dmu, log_sig_p + dlog)
+  p = nvae.normal_params(mu_p, log_sig_p)
+  return q, p
+
+
+def test_residual_normal_kl_equals_monte_carlo():
+  q, p = _residual_normal(0, (6,), scale=0.7)
+  kl = nvae.normal_kl_elementwise(*q, *p)  # [6]
+  eps = np.random.RandomState(1).standard_normal((400_000, 6)).astype(np.float32)
+  z = q[0] + q[1] * eps
+  log_ratio = nvae.normal_log_prob_elementwise(z, *q) - nvae.normal_log_prob_elementwise(z, *p)
+  mc, se = log_ratio.mean(0), log_ratio.std(0) / np.sqrt(z.shape[0])
+  assert np.all(np.abs(mc - kl) < 5 * se + 1e-4), (mc, kl, se)
+  # Log-densities are proper: a standard normal at 0 has log N = -0.5 log(2 pi).
+  np.testing.assert_allclose(nvae.normal_log_prob_elementwise(0.0, 0.0, 1.0), -0.5 * np.log(2 * np.pi), rtol=1e-6)
+
+
+def test_kl_nonnegative_and_zero_for_zero_residual():
+  q, p = _residual_normal(2, (10_000,), scale=4.0)  # many values beyond the soft clamp
+  kl = nvae.normal_kl_elementwise(*q, *p)
+  assert np.all(np.isfinite(kl)) and np.all(kl >= -1e-6)
+  mu_p, log_sig_p = np.random.RandomState(3).standard_normal((2, 100)).astype(np.float32)
+  same = nvae.normal_params(mu_p, log_sig_p)
+  np.testing.assert_allclose(nvae.normal_kl_elementwise(*same, *same), 0.0, atol=1e-6)
+  # soft clamp: 5 tanh(x / 5) stays inside (-5, 5) and is close to identity near 0.
+  x = jnp.array([-100.0, -0.01, 0.0, 0.01, 100.0])
+  c = nvae.soft_clamp5(x)
+  assert np.all(np.abs(c) <= 5.0) and np.allclose(c[1:4], x[1:4], atol=1e-6)
+
+
+def test_groups_per_scale_and_kl_balancer_coeff_match_official():
+  assert nvae.groups_per_scale(2, 10, ada_groups=True) == [10, 5]
+  assert nvae.groups_per_scale(5, 16, ada_groups=True, min_groups_per_scale=4) == [16, 8, 4, 4, 4]
+  assert nvae.groups_per_scale(3, 7, ada_groups=False) == [7, 7, 7]
+  # Decoder order: the coarse scale (5 groups) gets 1/5, the fine one (10 groups) 4/10; normalised by the min.
+  np.testing.assert_allclose(nvae.kl_balancer_coeff([10, 5]), [1.0] * 5 + [2.0] * 10)
+  # KL warm-up: constant min coefficient, then linear, then 1.
+  coeff = functools.partial(nvae.kl_coeff, anneal_steps=100, const_steps=10, min_coeff=1e-4)
+  np.testing.assert_allclose([coeff(0), coeff(60), coeff(110), coeff(1000)], [1e-4, 0.5, 1.0, 1.0], rtol=1e-6)
+
+
+def test_kl_balance_reweights_only_during_warmup():
+  kl_all = jnp.array([[1.0, 10.0], [3.0, 30.0]])  # [B=2, G=2]
+  alpha = jnp.array([1.0, 1.0])
+  out = nvae.kl_balance(kl_all, 0.5, alpha)
+  # gamma proportional to mean |KL| + 0.01: (2.01, 20.01), normalised to mean 1.
+  gamma = np.array([2.01, 20.01]) / np.mean([2.01, 20.01])
+  np.testing.assert_allclose(out, 0.5 * (np.asarray(kl_all) * gamma).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(nvae.kl_balance(kl_all, 1.0, alpha), kl_all.sum(1), rtol=1e-6)
+  # The coefficients are constants: d/dKL of the balanced term is beta * gamma.
+  grad = jax.grad(lambda k: nvae.kl_balance(k, 0.5, alpha).sum())(kl_all)
+  np.testing.assert_allclose(grad, 0.5 * np.broadcast_to(gamma, (2, 2)), rtol=1e-5)
+
+
+# --- the model ---------------------------------------------------------------------------------------
 
 
 def test_losses_report_nelbo_in_bits_per_dim(tiny):
