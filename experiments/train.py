@@ -3,14 +3,15 @@ r"""Trains any jaxgen model: python -m experiments.train --config=experiments/co
 Re-running the same command resumes from DIR's latest checkpoint. Override any config key with --config.key=value.
 On a TPU pod slice or several GPU hosts add --multihost (runs jax.distributed.initialize() first) on every host.
 """
+import logging
+
 from absl import app
 from absl import flags
-import logging
 import jax
 from ml_collections import config_flags
 
-from jaxgen.training import trainer
 from experiments import cli
+from jaxgen.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
@@ -23,7 +24,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  logging.getLogger("jaxgen").info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+  logging.getLogger("jaxgen").info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
+                                   jax.process_count())
   with cli.clear_errors():
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -10,10 +10,10 @@ Binarized data (`binarize="dynamic"`: each pixel ~ Bernoulli(x / 255), redrawn e
 NVAE and the IWAE literature; `"threshold"`: x >= 128) hands out 0/1 uint8 images. Dynamic noise is a function
 of (seed, step) for training batches and of (seed, batch index) for evaluation batches.
 """
+from collections.abc import Iterator
 import concurrent.futures
 import dataclasses
 import importlib.resources
-from collections.abc import Iterator
 
 import numpy as np
 

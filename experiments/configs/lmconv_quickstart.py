@@ -1,7 +1,8 @@
 r"""LMConv (locally masked PixelCNN++) on the bundled MNIST digits: the no-download quickstart, 3 minutes on 2 CPUs.
 
 python -m experiments.train --config=experiments/configs/lmconv_quickstart.py --workdir=/tmp/lmconv   # or ...py:smoke
-python -m experiments.evaluate --config=experiments/configs/lmconv_quickstart.py --workdir=/tmp/lmconv --evals=completion
+python -m experiments.evaluate --config=experiments/configs/lmconv_quickstart.py --workdir=/tmp/lmconv \
+  --evals=completion     # + -log p(top half | bottom half)
 python -m experiments.sample --config=experiments/configs/lmconv_quickstart.py --workdir=/tmp/lmconv
 
 A 0.49M-parameter network trained over the 8 S-curve orders, as the paper's CIFAR-10 model. No paper number (one

@@ -29,10 +29,10 @@ import functools
 import logging
 from typing import Sequence
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from jaxgen import distributions
 from jaxgen.autoregressive import masked_conv

@@ -24,10 +24,10 @@ when every mask is all ones (tested).
 """
 import functools
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from jaxgen.autoregressive import orders as orders_lib
 

@@ -9,8 +9,8 @@ log p(x) = sum log N(eps; 0, I) + log_det - D log(n_bins) exactly as openai/glow
 Steps within a level run under `nn.scan` (compile time does not grow with depth) and optionally under
 `jax.checkpoint` (`remat=True`), the JAX counterpart of openai/glow's memory-saving gradients.
 """
-import functools
 from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax

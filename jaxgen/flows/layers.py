@@ -115,12 +115,12 @@ class InvertibleConv1x1(nn.Module):
 
     # One decomposition feeds five initialisers, so they are `variable`s (called only when missing), not `param`s
     # (whose initialisers flax re-traces on every call to check shapes).
-    p = l = u = None
+    p = l_init = u = None
     if self.is_initializing():
-      p, l, u = jax.scipy.linalg.lu(_random_rotation(self.make_rng("params"), channels))
+      p, l_init, u = jax.scipy.linalg.lu(_random_rotation(self.make_rng("params"), channels))
     perm = self.variable("constants", "perm", lambda: p).value
     sign_s = self.variable("constants", "sign_s", lambda: jnp.sign(jnp.diag(u))).value
-    lower = self.variable("params", "lower", lambda: jnp.tril(l, -1)).value
+    lower = self.variable("params", "lower", lambda: jnp.tril(l_init, -1)).value
     upper = self.variable("params", "upper", lambda: jnp.triu(u, 1)).value
     log_s = self.variable("params", "log_s", lambda: jnp.log(jnp.abs(jnp.diag(u)))).value
     eye = jnp.eye(channels)

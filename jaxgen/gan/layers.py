@@ -8,7 +8,8 @@ kernels are HWIO. No custom ops: dense convolutions are matmuls (im2col, or Wino
 """
 import functools
 import math
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 import flax.linen as nn
 import jax

@@ -14,14 +14,16 @@ the steps the losses and the EMA, the family the image shape. `jaxgen.gan.styleg
 import dataclasses
 import functools
 import math
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.gan import augment, layers
+from jaxgen.gan import augment
+from jaxgen.gan import layers
 
 
 def _next_power_of_two(n):

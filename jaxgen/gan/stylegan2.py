@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgen.gan import networks, training
-from jaxgen.gan.networks import Model, tiny  # noqa: F401  (the family's Model, built as Model(**config.model))
+from jaxgen.gan import networks
+from jaxgen.gan import training
+from jaxgen.gan.networks import Model  # noqa: F401  (the family's Model, built as Model(**config.model))
+from jaxgen.gan.networks import tiny  # noqa: F401  (the family's Model, built as Model(**config.model))
 from jaxgen.metrics import sample_quality
 from jaxgen.training import family
 from jaxgen.training import figures as figures_lib

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgen.gan import augment, networks
+from jaxgen.gan import augment
+from jaxgen.gan import networks
 from jaxgen.metrics import sample_quality
 from jaxgen.training import steps
 

@@ -34,7 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import data
-from jaxgen.metrics import classifier, fid, inception, prdc
+from jaxgen.metrics import classifier
+from jaxgen.metrics import fid
+from jaxgen.metrics import inception
+from jaxgen.metrics import prdc
 
 logger = logging.getLogger("jaxgen")
 

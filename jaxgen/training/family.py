@@ -7,7 +7,10 @@ differently); the GAN builds its own. Every function is pure, and the trainer ji
 explicit shardings (the batch split over the mesh axis "data", the state replicated), binding the keyword
 arguments with `functools.partial`.
 """
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
 
 import numpy as np
 

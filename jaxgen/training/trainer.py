@@ -17,12 +17,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgen import data
-from jaxgen.training import checkpoints, family as family_lib, writers
+from jaxgen.training import checkpoints
+from jaxgen.training import family as family_lib
+from jaxgen.training import writers
 
 logger = logging.getLogger("jaxgen")
 

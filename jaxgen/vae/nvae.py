@@ -52,9 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import distributions
-from jaxgen.training import family, steps
+from jaxgen.training import family
 from jaxgen.training import figures as figures_lib
-from jaxgen.vae import cells, spectral
+from jaxgen.training import steps
+from jaxgen.vae import cells
+from jaxgen.vae import spectral
 
 CHANNEL_MULT = 2
 
@@ -755,7 +757,7 @@ def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):
   sampler = TemperatureSampler(s.model, steps.eval_variables(state), jax.random.key(seed + 1),
                                num_iterations=readjust_bn_iterations)
   sweep = {float(t): np.asarray(sampler.sample(jax.random.key(seed), num * num, t)) for t in temperatures}
-  return figures_lib.sweep_figures(sweep, num, "temperature")
+  return figures_lib.sweep_figures(sweep, num, "temperatures.png", "temperature")
 
 
 FAMILY = family.LIKELIHOOD._replace(

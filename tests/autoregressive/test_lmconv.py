@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgen.autoregressive import lmconv, orders
+from jaxgen.autoregressive import lmconv
+from jaxgen.autoregressive import orders
 
 RNGS = {"params": jax.random.key(0), "sample": jax.random.key(1), "dropout": jax.random.key(2)}
 
@@ -24,7 +25,7 @@ def _perturbed_init(model, images=None):
   variables = _init(model)
   leaves, tree = jax.tree.flatten(variables)
   keys = jax.random.split(jax.random.key(3), len(leaves))
-  return jax.tree.unflatten(tree, [l + 0.2 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+  return jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 # ---------------------------------------------------------------- autoregressive property (colour, DMOL)

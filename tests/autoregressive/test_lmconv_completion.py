@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.autoregressive import lmconv, orders
+from jaxgen.autoregressive import lmconv
+from jaxgen.autoregressive import orders
 from jaxgen.metrics import completion
 
 # 4x4 binary images, the 8 S-curves (the paper's CIFAR-10 setup, shrunk): small enough to enumerate every filling.
@@ -19,7 +20,7 @@ def _perturbed_variables():
                                          MODEL.masks_for(orders.build("raster", 4, 4)), method="network"))()
   leaves, tree = jax.tree.flatten(variables)
   keys = jax.random.split(jax.random.key(1), len(leaves))
-  return jax.tree.unflatten(tree, [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+  return jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 VARIABLES = _perturbed_variables()

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.autoregressive import masked_conv, orders
+from jaxgen.autoregressive import masked_conv
+from jaxgen.autoregressive import orders
 
 
 def _reference_masks(order, h, w, k, dilation, include_center):

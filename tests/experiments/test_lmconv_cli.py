@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from experiments.configs import lmconv_quickstart
 from jaxgen.training import trainer

@@ -1,4 +1,5 @@
-"""The whole Glow: a bijection with the jacfwd log-det, a normalised density, exact log_prob, sampling, encode/decode."""
+"""The whole Glow: a bijection with the jacfwd log-det, a normalised density, exact log_prob, sampling, encode and
+decode."""
 import functools
 
 import chex
@@ -105,7 +106,8 @@ def test_sampling_encode_and_decode():
   np.testing.assert_array_equal(cold[0], cold[1])
   # Decoding the latents of images gives the images back (mid-bin encoding, exact bijection).
   eps = jax.jit(functools.partial(model.apply, variables, method="encode"))(images, labels)
-  np.testing.assert_array_equal(jax.jit(functools.partial(model.apply, variables, method="decode"))(eps, labels), images)
+  decode = jax.jit(functools.partial(model.apply, variables, method="decode"))
+  np.testing.assert_array_equal(decode(eps, labels), images)
   with pytest.raises(ValueError, match="pass labels"):
     model.apply(variables, images, method="encode")
 

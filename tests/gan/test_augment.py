@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.gan import augment, training
+from jaxgen.gan import augment
 from jaxgen.gan import stylegan2 as sg
+from jaxgen.gan import training
 
 B, H, W = 64, 8, 12
 

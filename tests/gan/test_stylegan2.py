@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import stylegan2_cifar10
-from jaxgen.gan import layers, networks, training
+from jaxgen.gan import layers
+from jaxgen.gan import networks
 from jaxgen.gan import stylegan2 as sg
+from jaxgen.gan import training
 
 B = 4
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import stylegan2_quickstart
-from jaxgen.gan import networks, training
+from jaxgen.gan import networks
 from jaxgen.gan import stylegan2 as sg
+from jaxgen.gan import training
 from jaxgen.training import trainer
 
 B = 4

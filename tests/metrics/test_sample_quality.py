@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxgen import data
-from jaxgen.metrics import classifier, sample_quality
+from jaxgen.metrics import classifier
+from jaxgen.metrics import sample_quality
 
 TINY = dict(batch_size=50, classifier_steps=3, classifier_examples=64, classifier_widths=(4,),
             classifier_embed_dim=8)

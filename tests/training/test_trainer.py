@@ -76,7 +76,8 @@ config = glow_quickstart.get_config("smoke")
 config.optimizer = dict(name="adam", lr=3e-3, warmup_steps=0)
 config.total_steps, config.log_every, config.eval_every, config.ckpt_every = 3, 1, 3, 1000
 state = trainer.train_and_evaluate(config, sys.argv[1])
-print(json.dumps({"devices": jax.device_count(), "norm": float(sum((x ** 2).sum() for x in jax.tree.leaves(state["params"])))}))
+norm = float(sum((x ** 2).sum() for x in jax.tree.leaves(state["params"])))
+print(json.dumps({"devices": jax.device_count(), "norm": norm}))
 """
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import nvae_quickstart
-from jaxgen.training import checkpoints, optim, trainer
+from jaxgen.training import checkpoints
+from jaxgen.training import optim
+from jaxgen.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 200
