@@ -4,12 +4,12 @@ python -m experiments.evaluate --config=experiments/configs/glow_cifar10.py --wo
 
 Uses the latest checkpoint in --workdir (and its EMA parameters when the config keeps them). The object holds the
 family's results (`trainer.evaluate_state`): for likelihood models the per-example averages of the model's terms
-over every example of the split, e.g. "bpd" (bits per dimension); NVAE adds the importance-weighted NLL with
-K = config.iw_samples ("iw_nll_bpd") and active units; a GAN reports FID / KID / precision / recall.
+over every example of the split, e.g. "bpd" (bits per dimension), plus what the family's `summarize` adds; a family
+with a whole-set `evaluate` (a GAN: FID / KID / precision / recall) reports that instead.
 
 --evals=NAME[,NAME] adds the evaluators `jaxgen.metrics.NAME.evaluate(s, state, split, **config.evals.NAME)`:
   completion      -log p(x_missing | x_observed) of a hidden region (config.evals.completion.missing: top, bottom,
-                  left, right or center) for autoregressive models; the LMConv paper's CIFAR-10 figure is "top".
+                  left, right or center) for autoregressive models.
   sample_quality  FID / KID / precision / recall of samples against the split (settings: config.sample_metrics).
 """
 import importlib

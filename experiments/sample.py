@@ -1,13 +1,10 @@
-r"""Writes a trained model's figures: what its family draws (`Family.figures`), under DIR/samples/.
+r"""Writes a trained model's figures, what its family draws (`Family.figures`), under DIR/samples/.
 
-python -m experiments.sample --config=experiments/configs/glow_quickstart.py --workdir=/tmp/glow
+python -m experiments.sample --config=experiments/configs/NAME.py --workdir=DIR
 
-Glow: temperatures.png (one row per temperature, the same noise in every row), temperature_T.png, interpolations.png.
-NVAE: the temperature figures with BatchNorm statistics re-adjusted at each temperature (paper Sec. 5.2).
-LMConv: the temperature figures and completions.png (a region of test images hidden and sampled given the rest).
-StyleGAN2: truncation.png, truncation_PSI.png, style_mixing_coarse.png and style_mixing_fine.png.
-Each family's options (temperatures, num, pairs, psis, ...) are config.figures keys, e.g.
---config.figures.temperatures=0.5,0.7 --config.figures.num=4; the family's `figure_options` lists them.
+Which figures a family draws (temperature sweeps, interpolations, completions, truncation sweeps, style mixing) is
+said by its `figures` docstring. Their options are config.figures keys, checked against the family's
+`figure_options`, e.g. --config.figures.temperatures=0.5,0.7 --config.figures.num=4.
 """
 import os
 
