@@ -1,6 +1,6 @@
 r"""Evaluates a trained model over a whole split and prints one JSON object.
 
-python -m experiments.evaluate --config=experiments/configs/glow_cifar10.py --workdir=/tmp/glow_cifar10
+python -m experiments.evaluate --config=experiments/configs/NAME.py --workdir=DIR [--evals=completion,sample_quality]
 
 Uses the latest checkpoint in --workdir (and its EMA parameters when the config keeps them). The object holds the
 family's results (`trainer.evaluate_state`): for likelihood models the per-example averages of the model's terms
