@@ -6,13 +6,15 @@ python -m experiments.train --config=experiments/configs/stylegan2_cifar10.py --
   --config.data_dir=/path/to/tensorflow_datasets   # or ...py:smoke (seconds), ...py:bench (speed)
   # class-conditional, as the released cifar10.pkl: add --config.model.num_classes=10
 
-train.py cfg_specs['cifar'] (ref_gpus=2, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05,
-map=2, kimg=100000) and the `if cfg == 'cifar'` branch (pl_weight=0, style_mixing_prob=0, D 'orig'), as --fp32=1
-(no fp16 layers, no conv clamp); G 19.9M, D 20.7M parameters. Inception FID against the 50k training images:
---config.sample_metrics.extractor=inception --config.sample_metrics.inception_path=inception_fid.npz (README.md).
-`:bench` is the same networks at batch 8 (BENCHMARKS.md); `:smoke` is a seconds-long check.
+G 19.9M, D 20.7M parameters. Inception FID against the 50k training images: --config.sample_metrics.extractor=
+inception --config.sample_metrics.inception_path=inception_fid.npz (README.md). `:bench` is the same networks at batch
+8 (BENCHMARKS.md); `:smoke` is a seconds-long check.
 """
 import ml_collections
+
+# stylegan2-ada-pytorch train.py cfg_specs['cifar'] (ref_gpus=2, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01,
+# ema=500, ramp=0.05, map=2, kimg=100000) and its `if cfg == 'cifar'` branch (pl_weight=0, style_mixing_prob=0,
+# D 'orig'), as --fp32=1 (no fp16 layers, no conv clamp).
 
 
 def get_config(arg=None):
