@@ -11,22 +11,7 @@ from jaxgen.gan import layers
 from jaxgen.gan import networks
 from jaxgen.gan import stylegan2 as sg
 from jaxgen.gan import training
-
-B = 4
-
-
-def init(model, b, rng=jax.random.key(0)):
-  """The train state of `model` for batches of b images."""
-  batch = {"image": jnp.zeros((b,) + model.image_shape, jnp.uint8), "label": jnp.zeros((b,), jnp.int32)}
-  return training.init_state(rng, batch, model=model, tx=training.make_optimizers(model), config={})
-
-
-@pytest.fixture(scope="module")
-def tiny():
-  model = sg.tiny()
-  state = init(model, B)
-  images = jax.random.randint(jax.random.key(1), (B, 8, 8, 3), 0, 256).astype(jnp.uint8)
-  return model, state, {"image": images, "label": jnp.zeros((B,), jnp.int32)}
+from tests.gan.conftest import init
 
 
 def _count(tree):

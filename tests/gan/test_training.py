@@ -16,7 +16,6 @@ from jaxgen.gan import stylegan2 as sg
 from jaxgen.gan import training
 from jaxgen.training import trainer
 
-B = 4
 LAYOUT = os.path.join(os.path.dirname(__file__), "stylegan2_quickstart_smoke_state.txt")
 
 # stylegan2_quickstart.py:smoke, 3 trainer steps (the trainer's batches, rng key(seed)), computed with the code
@@ -38,19 +37,6 @@ EXPECTED_SUMS = {"generator": (-5069.671802432131, 45719.30004085318),
                  "discriminator": (4.762562382791657, 2774.525783962279),
                  "ema_params": (-5069.670771746823, 45719.30012643921),
                  "w_avg": (0.15315309911966324, 0.19138456135988235)}
-
-
-def init(model, b, rng=jax.random.key(0), optimizer=None):
-  batch = {"image": jnp.zeros((b,) + model.image_shape, jnp.uint8), "label": jnp.zeros((b,), jnp.int32)}
-  return training.init_state(rng, batch, model=model, tx=training.make_optimizers(model, optimizer), config={})
-
-
-@pytest.fixture(scope="module")
-def tiny():
-  model = sg.tiny()
-  state = init(model, B)
-  images = jax.random.randint(jax.random.key(1), (B, 8, 8, 3), 0, 256).astype(jnp.uint8)
-  return model, state, {"image": images, "label": jnp.zeros((B,), jnp.int32)}
 
 
 def _sums(tree):
