@@ -6,7 +6,7 @@ python -m experiments.evaluate --config=experiments/configs/lmconv_quickstart.py
 python -m experiments.sample --config=experiments/configs/lmconv_quickstart.py --workdir=/tmp/lmconv
 
 A 0.49M-parameter network trained over the 8 S-curve orders, as the paper's CIFAR-10 model. No paper number (one
-epoch of 10k digits). jaxgen: 1.307 bits/dim with one order, 1.287 with the 8-order ensemble, 1.238 for the top half
+epoch of 10k digits). jaxgen: 1.313 bits/dim with one order, 1.297 with the 8-order ensemble, 1.248 for the top half
 given the bottom half (README, Results). Sampling is one network pass per pixel, so the figures are small.
 """
 import ml_collections
