@@ -69,7 +69,7 @@ class Records:
 
 def read_info(directory):
   """DIR/info.json as a dict; a one-line error naming prepare_data when DIR is not a complete prepared dataset."""
-  root = epath.Path(directory)
+  root = epath.Path(directory).expanduser()
   if not (root / INFO).exists():
     what = "is not a complete prepared dataset (no info.json)" if root.exists() else "does not exist"
     raise FileNotFoundError(f"folder:{root} {what}; write it with {PREPARE.format(dest=root)}.")
@@ -82,7 +82,7 @@ def read_info(directory):
 
 def open_split(directory, split):
   """-> (Records, info) of split `split` of the dataset that `prepare` wrote to `directory`."""
-  root = epath.Path(directory)
+  root = epath.Path(directory).expanduser()
   info = read_info(root)
   if split not in info["splits"]:
     hint = " (re-run prepare_data with --holdout=0.1 to hold out 10% as 'test', or set --config.eval_split=train)"
