@@ -100,7 +100,7 @@ def center_crop(img, resolution):
   side = min(w, h)
   left, top = (w - side) // 2, (h - side) // 2
   img = img.crop((left, top, left + side, top + side))
-  return img if side == resolution else img.resize((resolution, resolution), PIL.Image.LANCZOS)
+  return img if side == resolution else img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
 
 
 def to_pixels(img, channels, resolution=None):

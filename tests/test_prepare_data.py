@@ -3,6 +3,7 @@ the CLI, and a 2-step training run on a prepared folder."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,6 +45,7 @@ def source(tmp_path_factory):
   buffer = io.BytesIO()
   PIL.Image.fromarray(_random((H, W, 3), 6)).save(buffer, format="PNG")
   (root / "dogs/broken.png").write_bytes(buffer.getvalue()[:200])  # valid header, truncated pixel data
+  (root / "dogs/garbage.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # no readable header
   (root / "notes.txt").write_text("not an image")
   return root
 
@@ -57,7 +59,7 @@ def test_each_format_decodes_to_its_pixels_and_the_corrupt_file_is_skipped(sourc
   info = prepared.prepare(source, tmp_path / "out", labels="subfolders", on_error="skip")
   dataset, batch = _images(tmp_path / "out")
   assert (dataset.image_shape, dataset.num_classes, info["class_names"]) == ((H, W, 3), 2, ["cats", "dogs"])
-  assert info["skipped"][0]["path"] == "dogs/broken.png" and len(info["skipped"]) == 1
+  assert [s["path"] for s in info["skipped"]] == ["dogs/garbage.jpg", "dogs/broken.png"]  # header, then pixels
   assert info["ignored"] == ["notes.txt"]
   # Sorted order: cats/a.png, cats/b.jpg, cats/rotated.jpg, dogs/c.webp, dogs/d.png, dogs/e.png.
   np.testing.assert_array_equal(batch["label"], [0, 0, 0, 1, 1, 1])
@@ -85,26 +87,35 @@ def test_each_format_decodes_to_its_pixels_and_the_corrupt_file_is_skipped(sourc
 
 
 def test_on_error_stop_lists_the_corrupt_file_and_writes_nothing(source, tmp_path):
-  with pytest.raises(ValueError, match=r"(?s)1 image file\(s\) could not be read.*\n  dogs/broken.png: .*skip"):
+  # Unreadable headers stop the run before any pixel is decoded; corrupt pixel data stops it after decoding.
+  with pytest.raises(ValueError, match=r"(?s)1 image file\(s\) could not be read.*\n  dogs/garbage.jpg: .*skip"):
     prepared.prepare(source, tmp_path / "out")
   assert os.listdir(tmp_path) == []
+  shutil.copytree(source, tmp_path / "src", ignore=shutil.ignore_patterns("garbage.jpg"))
+  with pytest.raises(ValueError, match=r"(?s)1 image file\(s\) could not be read.*\n  dogs/broken.png: .*truncated"):
+    prepared.prepare(tmp_path / "src", tmp_path / "out")
+  assert os.listdir(tmp_path) == ["src"]
 
 
 def test_resize_is_lanczos_of_the_centre_crop_and_gray_sets_stay_one_channel(source, tmp_path):
   info = prepared.prepare(source / "cats", tmp_path / "rgb", resolution=16, labels="none")
   _, batch = _images(tmp_path / "rgb")
   left = (W - H) // 2
-  expected = PIL.Image.open(source / "cats/a.png").crop((left, 0, left + H, H)).resize((16, 16), PIL.Image.LANCZOS)
+  crop = PIL.Image.open(source / "cats/a.png").crop((left, 0, left + H, H))
+  expected = crop.resize((16, 16), PIL.Image.Resampling.LANCZOS)
   np.testing.assert_array_equal(batch["image"][0], np.asarray(expected))
   assert info["num_classes"] == 0 and batch["image"].shape == (3, 16, 16, 3)
   gray = tmp_path / "gray"
   gray.mkdir()
   for i in range(2):
     PIL.Image.fromarray(_random((H, W), i)).save(gray / f"{i}.png")
+  sixteen = _random((H, W), 2).astype(np.uint16) * 256 + 255  # 16-bit samples whose high byte is _random(..., 2)
+  PIL.Image.fromarray(sixteen).save(gray / "2.png")
   prepared.prepare(gray, tmp_path / "gray_out")
   dataset, batch = _images(tmp_path / "gray_out")
   assert dataset.image_shape == (H, W, 1)
   np.testing.assert_array_equal(batch["image"][1, ..., 0], _random((H, W), 1))
+  np.testing.assert_array_equal(batch["image"][2, ..., 0], _random((H, W), 2))
   prepared.prepare(gray, tmp_path / "gray_rgb", channels=3)
   assert _images(tmp_path / "gray_rgb")[0].image_shape == (H, W, 3)
 
