@@ -136,10 +136,11 @@ class _Source:
       raise FileNotFoundError(f"--source={path} is neither a folder nor a .zip file; pass the folder of your images.")
     files.sort()
     # Hidden files and macOS zip metadata (__MACOSX/, ._name.jpg) are not images even when named like one.
-    junk = [f for f in files if any(p.startswith((".", "__MACOSX")) for p in f.split("/"))]
+    junk = {f for f in files if any(p.startswith((".", "__MACOSX")) for p in f.split("/"))}
     self.names = [f for f in files if f.lower().endswith(EXTENSIONS) and f not in junk]
     self.label_file = LABEL_FILE if LABEL_FILE in files else None
-    self.ignored = [f for f in files if f not in self.names and f != self.label_file]
+    images = set(self.names) | {self.label_file}
+    self.ignored = [f for f in files if f not in images]
 
   def open(self, name):
     return self._zip.open(name) if self._zip else (self.path / name).open("rb")
@@ -243,13 +244,22 @@ def _labels(source, names, labels):
     index = {c: i for i, c in enumerate(class_names)}
     return [index[n.split("/")[0]] for n in names], len(class_names), class_names
   if labels == "auto":
-    where, content = f"{source.path}/{LABEL_FILE}", source.read_labels()
+    where, read = f"{source.path}/{LABEL_FILE}", source.read_labels
   else:
-    where, content = labels, json.loads(epath.Path(labels).read_text())
-  entries = content.get("labels") if isinstance(content, dict) else None
-  if entries is None:
+    where, read = labels, lambda: json.loads(epath.Path(labels).read_text())
+    if not epath.Path(labels).is_file():
+      raise FileNotFoundError(f"--labels={labels} is not a file; pass auto, none, subfolders or the path of a "
+                              f"dataset.json.")
+  try:
+    content = read()
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{where} is not valid JSON ({e}); fix it or pass --labels=none.") from None
+  if not isinstance(content, dict) or "labels" not in content:
     raise ValueError(f"{where} has no \"labels\" list; write it as {{\"labels\": [[\"path.png\", 0], ...]}} or pass "
                      f"--labels=none.")
+  entries = content["labels"]
+  if entries is None:  # dataset_tool writes {"labels": null} for an unlabelled set
+    return [0] * len(names), 0, None
   table = {}
   for entry in entries:
     if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int) and entry[1] >= 0):

@@ -144,7 +144,8 @@ def test_dataset_json_labels_and_a_seeded_holdout(ten, tmp_path):
   assert train == sorted(train) and test == sorted(test)  # each split in source order
   assert sorted(train + test) == list(range(10))
   assert train_labels == [i % 3 for i in train] and test_labels == [i % 3 for i in test]
-  prepared.prepare(ten, tmp_path / "b", holdout=0.3, seed=1, labels="none")
+  (tmp_path / "null.json").write_text('{"labels": null}')  # dataset_tool's file for an unlabelled set
+  prepared.prepare(ten, tmp_path / "b", holdout=0.3, seed=1, labels=str(tmp_path / "null.json"))
   assert _ids(tmp_path / "b", "test") == (test, [0, 0, 0])  # same seed, same held-out images
   prepared.prepare(ten, tmp_path / "c", holdout=0.3, seed=2)
   assert _ids(tmp_path / "c", "test")[0] != test
@@ -160,6 +161,8 @@ def test_bad_input_gets_one_line_errors_before_anything_is_written(ten, tmp_path
       (dict(source=tmp_path / "nothing"), "neither a folder nor a .zip"),
       (dict(labels=str(labels)), "names 1 file\\(s\\) that are not images in --source \\(e.g. 'missing.png'\\)"),
       (dict(labels="subfolders"), "--labels=subfolders needs every image in a class subfolder"),
+      (dict(labels="subfolder"), "--labels=subfolder is not a file; pass auto, none, subfolders or the path"),
+      (dict(labels=str(ten / "0.png")), "0.png is not valid JSON"),
       (dict(holdout=0.01), "leaves 10 for train and 0 for test"),
       (dict(holdout=1.0), "must be a fraction in \\[0, 1\\)"),
       (dict(resolution=0), "positive"),
