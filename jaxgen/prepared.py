@@ -88,8 +88,12 @@ def open_split(directory, split):
     hint = " (re-run prepare_data with --holdout=0.1 to hold out 10% as 'test', or set --config.eval_split=train)"
     raise ValueError(f"folder:{root} has splits {sorted(info['splits'])}, not {split!r}"
                      f"{hint if split == 'test' else ''}.")
-  shards = [f"{root / s['file']}[0:{s['num_examples']}]" for s in info["splits"][split]["shards"]]
-  return Records(shards, info["image_shape"]), info
+  shards = info["splits"][split]["shards"]
+  missing = [s["file"] for s in shards if not (root / s["file"]).exists()]
+  if missing:
+    raise FileNotFoundError(f"folder:{root} lacks {missing[0]} (and {len(missing) - 1} more shard(s)) that info.json "
+                            f"lists; copy the whole directory, or prepare it again with --overwrite.")
+  return Records([f"{root / s['file']}[0:{s['num_examples']}]" for s in shards], info["image_shape"]), info
 
 
 # ---- Reading the source images.

@@ -213,6 +213,9 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(ten, tmp_path, mo
     data.load(f"folder:{tmp_path / 'out.partial'}", "train")
   prepared.prepare(ten, tmp_path / "out")
   assert sorted(os.listdir(tmp_path)) == ["out"]
+  (tmp_path / "out/train-00000.array_record").unlink()  # e.g. a partial copy to another machine
+  with pytest.raises(FileNotFoundError, match="lacks train-00000.array_record .* prepare it again"):
+    data.load(f"folder:{tmp_path / 'out'}", "train")
 
 
 def test_cli_prepares_with_progress_and_reports_bad_input_in_one_line(ten, tmp_path):
