@@ -53,9 +53,43 @@ def torch_load(path):
   try:
     # Published files pickle argparse.Namespace and other Python objects next to the tensors.
     return torch.load(path, map_location="cpu", weights_only=False)
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split(".")[0] in ("torch_utils", "dnnlib"):
+      raise ConversionError(f"{path} looks like a stylegan2 pickle (it needs {e.name}); pass --family=stylegan2.") \
+          from None
+    raise ConversionError(f"{path} pickles classes of module {e.name!r}, which is not installed; it is no published "
+                          f"checkpoint of this --family.") from None
   except Exception as e:  # truncated zip, not a pickle, ...: torch raises many types
     raise ConversionError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); download it again.") from None
+
+
+def looks_like(obj):
+  """The family a loaded checkpoint object looks like ("glow", "lmconv", "nvae", "stylegan2"), or None."""
+  if not isinstance(obj, dict):
+    return "stylegan2" if any(hasattr(obj, k) for k in ("G_ema", "mapping", "synthesis")) else None
+  keys = {str(k) for k in obj}
+  if {"model_state_dict", "args"} <= keys:
+    return "lmconv"
+  if {"state_dict", "args"} <= keys:
+    return "nvae"
+  if {"G_ema", "D"} & keys:
+    return "stylegan2"
+  if any(k.startswith("flow.layers.") for k in keys):
+    return "glow"
+  return None
+
+
+def check_family(obj, family, path, what):
+  """ConversionError unless `obj` (a loaded checkpoint) looks like `family`'s published files (`what`)."""
+  guess = looks_like(obj)
+  if guess == family:
+    return
+  if guess is not None:
+    raise ConversionError(f"{path} looks like a {guess} checkpoint, not {what}; pass --family={guess}.")
+  raise ConversionError(f"{path} is not {what} (found a {type(obj).__name__}"
+                        f"{' with keys ' + str(sorted(map(str, obj))[:4]) if isinstance(obj, dict) else ''}); "
+                        f"pass the published file or the right --family.")
 
 
 def to_numpy(tree):
