@@ -127,7 +127,7 @@ def convert(official, overrides=None):
     params["top"] = sd["learn_top_fn.conv.bias"] * np.exp(3.0 * sd["learn_top_fn.logs"].reshape(-1))
   config = glow_cifar10.get_config()
   config.dataset = DATASETS.get(hp.get("dataset"), "cifar10")
-  config.model = model
+  config.model.update(model)  # the file's architecture; remat and unroll stay glow_cifar10's
   # Glow-PyTorch's optimiser (train.py): Adamax with L2 5e-5, batch 64; its test numbers use the raw weights.
   config.batch_size = int(hp.get("batch_size", 64))
   config.optimizer = dict(name="adamax", lr=float(hp.get("lr", 5e-4)), l2_weight_decay=5e-5, warmup_steps=0)

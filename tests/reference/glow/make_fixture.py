@@ -7,12 +7,12 @@ utils.py imported unchanged). Command (CPU torch 2.13, numpy; no jax needed):
   /work/torchenv/bin/python tests/reference/glow/make_fixture.py --official=/tmp/official-glow
 
 For each variant it builds a small `Glow` (32x32x3, L=2, K=2, 8 hidden channels), runs ActNorm's data-dependent
-init on a batch, moves every parameter off its init by N(0, 0.05) (seeded), and saves
-  <variant>.pt             the state dict as the published `glow_affine_coupling.pt` (plain torch.save(state_dict))
-  <variant>/hparams.json   as train.py writes it beside the checkpoint
-  <variant>.npz            the same state dict as float32 numpy (what `jaxgen.convert.glow.read` returns), so the
+init on a batch, moves every parameter off its init by N(0, 0.05) (seeded), and saves in <variant>/
+  glow_affine_coupling.pt  the state dict as published in glow.zip (plain torch.save(state_dict))
+  hparams.json             as train.py writes it, beside the checkpoint (as in glow.zip)
+  state_dict.npz           the same state dict as float32 numpy (what `jaxgen.convert.glow.read` returns), so the
                            equivalence test runs without torch
-  <variant>_official.npz   inputs (uint8 images NHWC, dequantisation noise in [0, 1), float16) and the official outputs at that
+  official.npz             inputs (uint8 images NHWC, dequantisation noise in [0, 1), float16) and the official outputs at that
                            noise, in jaxgen's conventions: eps_<i> (NHWC latents of each split and the top, standardised
                            by their priors), log_det (flow log-det minus the priors' log-stds, nats) and bpd.
 """
@@ -97,16 +97,17 @@ def main():
     glow.set_actnorm_init()
     glow.eval()
     state_dict = glow.state_dict()
-    torch.save(state_dict, os.path.join(args.out, f"{name}.pt"))
-    os.makedirs(os.path.join(args.out, name), exist_ok=True)
-    with open(os.path.join(args.out, name, "hparams.json"), "w") as f:
+    out = os.path.join(args.out, name)
+    os.makedirs(out, exist_ok=True)
+    torch.save(state_dict, os.path.join(out, "glow_affine_coupling.pt"))
+    with open(os.path.join(out, "hparams.json"), "w") as f:
       json.dump(hparams, f, sort_keys=True, indent=4)
-    np.savez_compressed(os.path.join(args.out, f"{name}.npz"),
+    np.savez_compressed(os.path.join(out, "state_dict.npz"),
                         **{k: v.numpy().astype(np.float32) for k, v in state_dict.items()})
     images = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
     noise = rng.uniform(size=images.shape).astype(np.float16)  # float16: exact in float32, half the bytes
     eps, log_det, bpd = official_outputs(glow, model_lib, modules, images, noise)
-    np.savez_compressed(os.path.join(args.out, f"{name}_official.npz"), images=images, noise=noise,
+    np.savez_compressed(os.path.join(out, "official.npz"), images=images, noise=noise,
                         log_det=log_det, bpd=bpd, **{f"eps_{i}": e for i, e in enumerate(eps)})
     print(name, "bpd", bpd)
 
