@@ -152,9 +152,11 @@ def check_variables(expected, given, field):
       raise ConversionError(f"{field}/{path} holds NaN or inf values; the checkpoint is corrupt: download it again.")
 
 
-def _has_run(workdir):
+def check_workdir(workdir):
+  """ConversionError if `workdir` already holds a run (config.json or checkpoints): conversion never overwrites."""
   ckpt = os.path.join(workdir, "checkpoints")
-  return os.path.exists(os.path.join(workdir, "config.json")) or (os.path.isdir(ckpt) and bool(os.listdir(ckpt)))
+  if os.path.exists(os.path.join(workdir, "config.json")) or (os.path.isdir(ckpt) and bool(os.listdir(ckpt))):
+    raise ConversionError(f"{workdir} already holds a run (config.json or checkpoints/); pass a new --workdir.")
 
 
 def write_run(config, variables, workdir):
@@ -171,8 +173,7 @@ def write_run(config, variables, workdir):
   from jaxgen.training import checkpoints
   from jaxgen.training import trainer
 
-  if _has_run(workdir):
-    raise ConversionError(f"{workdir} already holds a run (config.json or checkpoints/); pass a new --workdir.")
+  check_workdir(workdir)
   config = trainer.with_defaults(config)
   _, model = trainer.build_model(config)
   # Init sees one image per device: the state's shapes do not depend on the batch, and the values are replaced.

@@ -90,7 +90,7 @@ def test_write_run_names_a_misshapen_leaf_and_writes_nothing(tmp_path):
 def test_read_refuses_a_checkpoint_of_another_family_and_a_truncated_file(tmp_path):
   pytest.importorskip("torch")
   with pytest.raises(convert.ConversionError, match="looks like a lmconv checkpoint"):
-    convert_glow.read(conftest.reference("lmconv", "lmconv_rgb.pth"))
+    convert_glow.read(conftest.reference("lmconv", "rgb/cifar_s8.pth"))
   truncated = tmp_path / "glow_affine_coupling.pt"
   with open(conftest.reference("glow", "glow_lu_affine/glow_affine_coupling.pt"), "rb") as f:
     truncated.write_bytes(f.read()[:5000])

@@ -12,9 +12,9 @@ init on a batch, moves every parameter off its init by N(0, 0.05) (seeded), and 
   hparams.json             as train.py writes it, beside the checkpoint (as in glow.zip)
   state_dict.npz           the same state dict as float32 numpy (what `jaxgen.convert.glow.read` returns), so the
                            equivalence test runs without torch
-  official.npz             inputs (uint8 images NHWC, dequantisation noise in [0, 1), float16) and the official outputs at that
-                           noise, in jaxgen's conventions: eps_<i> (NHWC latents of each split and the top, standardised
-                           by their priors), log_det (flow log-det minus the priors' log-stds, nats) and bpd.
+  official.npz             inputs (uint8 images NHWC, dequantisation noise in [0, 1), float16) and the official outputs
+                           at that noise, in jaxgen's conventions: eps_<i> (NHWC latents of each split and the top,
+                           standardised by their priors), log_det (flow log-det minus the priors' log-stds, nats), bpd.
 """
 import argparse
 import json
