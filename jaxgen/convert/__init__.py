@@ -181,13 +181,13 @@ def write_run(config, variables, workdir):
   with init_config.unlocked():
     init_config.batch_size = init_config.eval_batch_size = jax.device_count()
   s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape)))
-  state = jax.device_get(s.init())
-  unknown = sorted(set(variables) - set(state))
+  unknown = sorted(set(variables) - set(s.abstract_state))
   if unknown:
     raise ConversionError(f"The converted variables name state field(s) {unknown} that {config.model_name}'s train "
-                          f"state lacks (it has {sorted(state)}).")
-  for field, tree in variables.items():
-    check_variables(state[field], tree, field)
+                          f"state lacks (it has {sorted(s.abstract_state)}).")
+  for field, tree in variables.items():  # against the shapes (jax.eval_shape): no compute before the checks pass
+    check_variables(s.abstract_state[field], tree, field)
+  state = jax.device_get(s.init())
   for field, tree in variables.items():
     want = _leaves(state[field])
     state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype) for p, v in _leaves(tree).items()})
