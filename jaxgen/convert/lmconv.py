@@ -211,8 +211,9 @@ def convert(official, overrides=None):
     config.model.nr_logistic_mix = model["nr_logistic_mix"]
   dataset = str(args.get("dataset", ""))
   if "celebahq" in dataset:
-    # No TFDS CelebA-HQ at 64x64: prepare it with experiments.prepare_data and pass --config.dataset=folder:DIR.
-    config.dataset = f"folder:celebahq{model['image_shape'][0]}"
+    # TFDS's CelebA-HQ (manual download; a train split only, unlike lmconv's celeba_data.py split).
+    config.dataset = f"celeb_a_hq/{model['image_shape'][0]}"
+    config.eval_split = "train"
   config.model.update(model)
   config.batch_size = int(args.get("batch_size", config.batch_size))
   config.optimizer.update(lr=float(args.get("lr", 2e-4)))
