@@ -5,8 +5,11 @@ with the run's `hparams.json` beside it. The mapping is exact: jaxgen's 3x3 conv
 channel (openai's edge-bias channel), which gets zero weights, and that equals Glow-PyTorch's zero padding; jaxgen
 stores ActNorm log-scales divided by 3 and stacks the K steps of a level on axis 0.
 
-openai/glow's TF1 checkpoints are not read: their learned top prior varies at the border (jaxgen's is per channel)
-and reading TF1 files needs TensorFlow (README, Published weights).
+openai/glow's TF1 checkpoints (`abl-*`, `lsun-rnvp-*`) are not read. Their format would not need TensorFlow (a
+tf.train.Saver V2 bundle: the .index file is a LevelDB-style table of BundleEntryProto records, the .data shards raw
+tensor bytes), and the variable names map 1:1 (research/faithfulness-glow-lmconv.md, 2.3); but their learned top
+prior varies at the image border (a zero-input conv with edge-bias padding), which jaxgen's per-channel `top` cannot
+hold, and no TF1 runtime is available here to produce official outputs to test against.
 """
 import os
 import re
