@@ -8,6 +8,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -257,7 +258,6 @@ def test_sample_and_batchnorm_readjustment(tiny):
 def test_sample_images_of_binarized_data_are_0_1_draws_and_decoder_means_are_8bit():
   # The trainer's grids and the default sample metrics take 0/1 images for binarized data; the NVAE FID protocol
   # (config.decoder_means) takes round(p(x = 1 | z) * 255).
-  import ml_collections  # pylint: disable=g-import-not-at-top
   model = nvae.Tiny(image_shape=(8, 8, 1), binarized=True, num_postprocess_cells=1)
   x = jnp.asarray(np.random.RandomState(0).randint(0, 2, (4, 8, 8, 1)), jnp.uint8)
   variables = _jit(functools.partial(model.init, train=False))({"params": _key(0), "sample": _key(1)}, x)
