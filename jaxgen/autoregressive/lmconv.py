@@ -433,7 +433,7 @@ class Model(nn.Module):
       images: integer [B, H, W, C]; observed: bool [H, W] (numpy: one order for the batch, built once, with
         constant masks) or [B, H, W] (an order per example, built in the graph).
     Returns:
-      (completed uint8 [B, H, W, C] equal to `images` on observed pixels,
+      (completed uint8 [B, H, W, C] equal to `images` on observed pixels (their num_bits levels, as 8-bit values),
        log p(x_missing | x_observed) of the given images in nats [B], summed over the missing pixels).
     """
     self._check_images(images)
