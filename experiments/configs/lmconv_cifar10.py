@@ -20,6 +20,7 @@ from jaxgen.autoregressive import orders
 # - NIN layers (gated-resnet skips, output) are plain dense layers; official ones are weight-normalised even with
 #   --normalization pono (same function class and initial distribution, other optimisation dynamics).
 # - Constant lr; official StepLR(gamma 0.999995) per epoch (x0.9975 after 500 epochs). Length: not published.
+#   (No batch statistics on either side: PONO normalises each example, so data parallelism changes nothing.)
 # - Evaluation on the whole test split (official drop_last: 9,984 images); DMOL bin masses exact where the official
 #   code switches to density x width (bins below 1e-5); samples rounded to the grid, no mixture temperature.
 

@@ -18,6 +18,7 @@ def test_glow_cifar10_is_openais_adamax_with_beta2_from_the_epoch_length_and_eva
   iterations_per_epoch = math.ceil(50_000 / config.batch_size)  # openai/glow train.py get_its
   assert config.optimizer["name"] == "adamax"
   assert config.optimizer["b2"] == pytest.approx(1 - 1 / iterations_per_epoch)
+  assert config.optimizer["sqrt_b2_correction"]  # openai's step size alpha sqrt(1 - beta2^t) / (1 - beta1^t)
   assert config.ema_decay == 0.0  # openai never swaps in its Polyak average for evaluation
 
 
