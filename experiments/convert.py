@@ -44,6 +44,7 @@ def family_module(name):
 def run(family, checkpoint, workdir, config_overrides=None):
   """read -> convert -> write_run; returns the config file written in workdir."""
   module = family_module(family)
+  convert.check_workdir(workdir)  # before the (slow) read
   config, variables = module.convert(module.read(checkpoint), config_overrides or {})
   return convert.write_run(config, variables, workdir)
 

@@ -53,9 +53,43 @@ def torch_load(path):
   try:
     # Published files pickle argparse.Namespace and other Python objects next to the tensors.
     return torch.load(path, map_location="cpu", weights_only=False)
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split(".")[0] in ("torch_utils", "dnnlib"):
+      raise ConversionError(f"{path} looks like a stylegan2 pickle (it needs {e.name}); pass --family=stylegan2.") \
+          from None
+    raise ConversionError(f"{path} pickles classes of module {e.name!r}, which is not installed; it is no published "
+                          f"checkpoint of this --family.") from None
   except Exception as e:  # truncated zip, not a pickle, ...: torch raises many types
     raise ConversionError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); download it again.") from None
+
+
+def looks_like(obj):
+  """The family a loaded checkpoint object looks like ("glow", "lmconv", "nvae", "stylegan2"), or None."""
+  if not isinstance(obj, dict):
+    return "stylegan2" if any(hasattr(obj, k) for k in ("G_ema", "mapping", "synthesis")) else None
+  keys = {str(k) for k in obj}
+  if {"model_state_dict", "args"} <= keys:
+    return "lmconv"
+  if {"state_dict", "args"} <= keys:
+    return "nvae"
+  if {"G_ema", "D"} & keys:
+    return "stylegan2"
+  if any(k.startswith("flow.layers.") for k in keys):
+    return "glow"
+  return None
+
+
+def check_family(obj, family, path, what):
+  """ConversionError unless `obj` (a loaded checkpoint) looks like `family`'s published files (`what`)."""
+  guess = looks_like(obj)
+  if guess == family:
+    return
+  if guess is not None:
+    raise ConversionError(f"{path} looks like a {guess} checkpoint, not {what}; pass --family={guess}.")
+  raise ConversionError(f"{path} is not {what} (found a {type(obj).__name__}"
+                        f"{' with keys ' + str(sorted(map(str, obj))[:4]) if isinstance(obj, dict) else ''}); "
+                        f"pass the published file or the right --family.")
 
 
 def to_numpy(tree):
@@ -118,9 +152,11 @@ def check_variables(expected, given, field):
       raise ConversionError(f"{field}/{path} holds NaN or inf values; the checkpoint is corrupt: download it again.")
 
 
-def _has_run(workdir):
+def check_workdir(workdir):
+  """ConversionError if `workdir` already holds a run (config.json or checkpoints): conversion never overwrites."""
   ckpt = os.path.join(workdir, "checkpoints")
-  return os.path.exists(os.path.join(workdir, "config.json")) or (os.path.isdir(ckpt) and bool(os.listdir(ckpt)))
+  if os.path.exists(os.path.join(workdir, "config.json")) or (os.path.isdir(ckpt) and bool(os.listdir(ckpt))):
+    raise ConversionError(f"{workdir} already holds a run (config.json or checkpoints/); pass a new --workdir.")
 
 
 def write_run(config, variables, workdir):
@@ -137,8 +173,7 @@ def write_run(config, variables, workdir):
   from jaxgen.training import checkpoints
   from jaxgen.training import trainer
 
-  if _has_run(workdir):
-    raise ConversionError(f"{workdir} already holds a run (config.json or checkpoints/); pass a new --workdir.")
+  check_workdir(workdir)
   config = trainer.with_defaults(config)
   _, model = trainer.build_model(config)
   # Init sees one image per device: the state's shapes do not depend on the batch, and the values are replaced.
@@ -146,13 +181,13 @@ def write_run(config, variables, workdir):
   with init_config.unlocked():
     init_config.batch_size = init_config.eval_batch_size = jax.device_count()
   s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape)))
-  state = jax.device_get(s.init())
-  unknown = sorted(set(variables) - set(state))
+  unknown = sorted(set(variables) - set(s.abstract_state))
   if unknown:
     raise ConversionError(f"The converted variables name state field(s) {unknown} that {config.model_name}'s train "
-                          f"state lacks (it has {sorted(state)}).")
-  for field, tree in variables.items():
-    check_variables(state[field], tree, field)
+                          f"state lacks (it has {sorted(s.abstract_state)}).")
+  for field, tree in variables.items():  # against the shapes (jax.eval_shape): no compute before the checks pass
+    check_variables(s.abstract_state[field], tree, field)
+  state = jax.device_get(s.init())
   for field, tree in variables.items():
     want = _leaves(state[field])
     state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype) for p, v in _leaves(tree).items()})
