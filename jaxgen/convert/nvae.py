@@ -28,6 +28,7 @@ WHAT = "an NVAE checkpoint (train.py's dict with state_dict and args)"
 DATASETS = {
     "mnist": ((28, 28, 1), "mnist", 60_000),
     "cifar10": ((32, 32, 3), "cifar10", 50_000),
+    "imagenet_32": ((32, 32, 3), "downsampled_imagenet/32x32", 1_281_149),
     "celeba_64": ((64, 64, 3), "folder:CELEBA_64_DIR", 162_770),
     "celeba_256": ((256, 256, 3), "folder:CELEBA_HQ_256_DIR", 27_000),
     "ffhq": ((256, 256, 3), "folder:FFHQ_256_DIR", 63_000),
