@@ -7,6 +7,8 @@ Features come from one of two extractors, chosen by `config.sample_metrics` (a d
                        "inception": Inception-v3 pool3 (`jaxgen.metrics.inception`) with weights from
                        `inception_path`, the numbers the literature reports.
   inception_path       an .npz written as the `jaxgen.metrics.inception` docstring shows (converted public weights).
+  inception_resize     "pytorch_fid" (default) or "stylegan2_ada": the detector's resize and scaling
+                       (`inception.preprocess`).
   num_samples          generated images (0: as many as real images are compared).
   batch_size           images generated per call (one compilation for all calls).
   classifier_steps, classifier_batch_size, classifier_lr, classifier_widths, classifier_embed_dim,
@@ -41,7 +43,8 @@ from jaxgen.metrics import prdc
 
 logger = logging.getLogger("jaxgen")
 
-DEFAULTS = dict(extractor="classifier", inception_path="", num_samples=0, batch_size=250, classifier_steps=2000,
+DEFAULTS = dict(extractor="classifier", inception_path="", inception_resize="pytorch_fid", num_samples=0,
+                batch_size=250, classifier_steps=2000,
                 classifier_batch_size=64, classifier_lr=1e-3, classifier_widths=(16, 32, 64),
                 classifier_embed_dim=128, classifier_examples=0, cache_dir="")
 _CACHE_VERSION = 1  # bump when the classifier or its training changes
@@ -58,6 +61,9 @@ def settings(config):
   if out["extractor"] not in ("classifier", "inception"):
     raise ValueError(f"config.sample_metrics.extractor={out['extractor']!r}: use 'classifier' (offline, trained on "
                      f"the dataset) or 'inception' (with config.sample_metrics.inception_path).")
+  if out["inception_resize"] not in inception.RESIZES:
+    raise ValueError(f"config.sample_metrics.inception_resize={out['inception_resize']!r}: use one of "
+                     f"{inception.RESIZES} (pytorch-fid's front end, or StyleGAN2-ADA's detector's).")
   if out["extractor"] == "inception" and not out["inception_path"]:
     raise ValueError("config.sample_metrics.extractor='inception' needs config.sample_metrics.inception_path=FILE.npz "
                      "(convert the public FID weights as the jaxgen.metrics.inception docstring shows).")
@@ -121,7 +127,7 @@ def feature_extractor(config, opts=None):
   opts = opts or settings(config)
   if opts["extractor"] == "inception":
     variables = inception.load_variables(opts["inception_path"])
-    return lambda images: inception.pool3_features(variables, images)
+    return lambda images: inception.pool3_features(variables, images, resize=opts["inception_resize"])
   model, params = trained_classifier(config.dataset, config.data_dir, opts, seed=config.seed)
   return lambda images: classifier.embed(params, images, model=model)
 

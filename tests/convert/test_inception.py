@@ -5,12 +5,14 @@ import importlib.util
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxgen import convert
 from jaxgen.convert import inception as convert_inception
 from jaxgen.metrics import inception
+from jaxgen.metrics import sample_quality
 from tests.convert import conftest
 
 TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
@@ -37,14 +39,24 @@ def published_shapes():
   return shapes
 
 
-def test_pool3_features_equal_pytorch_fid(tmp_path):
+@pytest.mark.parametrize("resize, key", [("pytorch_fid", "pool3"), ("stylegan2_ada", "pool3_ada")])
+def test_pool3_features_equal_the_official_network(resize, key, tmp_path):
   state_dict = fixture_script().random_state_dict(published_shapes())
   _, flat = convert_inception.convert({"state_dict": state_dict})
   np.savez(tmp_path / "inception.npz", **flat)
   ref = conftest.load_npz(conftest.reference("inception", "official.npz"))
-  feats = inception.pool3_features(inception.load_variables(tmp_path / "inception.npz"), ref["images"])
-  # Measured: max abs diff 7.6e-6 on features up to 15 (mean 1.7), float32 through 94 layers.
-  np.testing.assert_allclose(feats, ref["pool3"], rtol=1e-5, atol=1e-5)
+  feats = inception.pool3_features(inception.load_variables(tmp_path / "inception.npz"), ref["images"], resize=resize)
+  # Measured: max abs diff 7.6e-6 (pytorch_fid) and 6.7e-6 (stylegan2_ada) on features up to 15 (mean 1.7); the
+  # two front ends differ by up to 0.29, so each is told apart from the other.
+  np.testing.assert_allclose(feats, ref[key], rtol=1e-5, atol=2e-5)
+
+
+def test_the_front_end_is_a_sample_metrics_option():
+  config = ml_collections.ConfigDict({"sample_metrics": {"inception_resize": "stylegan2_ada"}})
+  assert sample_quality.settings(config)["inception_resize"] == "stylegan2_ada"
+  config.sample_metrics.inception_resize = "tf"
+  with pytest.raises(ValueError, match="inception_resize='tf'"):
+    sample_quality.settings(config)
 
 
 def test_other_files_are_refused():

@@ -9,7 +9,10 @@ Instead `random_state_dict` makes a state dict in their format from a seed, a pu
 in numpy, so the CI test rebuilds the same weights without torch and without a 91 MB file. pytorch-fid's
 `fid_inception_v3` loads them in place of the download (`load_state_dict_from_url` patched to return them), and
 `InceptionV3([3])` (its FID default: bilinear resize to 299, inputs scaled to [-1, 1]) computes the pool3 features
-of two 32x32 images. official.npz: images (uint8 [2, 32, 32, 3]) and pool3 (float32 [2, 2048]).
+of two 32x32 images. official.npz: images (uint8 [2, 32, 32, 3]), pool3 (float32 [2, 2048]) and pool3_ada, the
+same network behind StyleGAN2-ADA's front end (affine_grid with theta offset 1/W - 1/299, grid_sample bilinear with
+border padding, (x - 128) / 128; reproduced from research/faithfulness-nvae-stylegan2.md row 6, since NVIDIA's
+TorchScript file cannot be downloaded here).
 
 Monkeypatches: `torch.library.register_fake` is a no-op while torchvision is imported (its PyPI wheel is built
 against CUDA torch and registers fake kernels for C++ ops the CPU torch lacks; only Python modules are used).
@@ -61,8 +64,20 @@ def main(official, out_dir):
   with torch.no_grad():
     pool3 = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)[0]  # [B, 2048, 1, 1]
   pool3 = pool3[:, :, 0, 0].numpy().astype(np.float32)
+  # StyleGAN2-ADA's detector front end (its TorchScript file is not at hand: the documented operations,
+  # research/faithfulness-nvae-stylegan2.md row 6) into the same network with pytorch-fid's own resize/scaling off.
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+  theta = torch.eye(2, 3)
+  theta[0, 2] += theta[0, 0] / x.shape[3] - theta[0, 0] / 299
+  theta[1, 2] += theta[1, 1] / x.shape[2] - theta[1, 1] / 299
+  grid = torch.nn.functional.affine_grid(theta.unsqueeze(0).repeat(x.shape[0], 1, 1), [x.shape[0], 3, 299, 299],
+                                         align_corners=False)
+  x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+  model_ada = fid_inception.InceptionV3([3], resize_input=False, normalize_input=False).eval()
+  with torch.no_grad():
+    pool3_ada = model_ada((x - 128.0) / 128.0)[0][:, :, 0, 0].numpy().astype(np.float32)
   os.makedirs(out_dir, exist_ok=True)
-  np.savez_compressed(os.path.join(out_dir, "official.npz"), images=images, pool3=pool3)
+  np.savez_compressed(os.path.join(out_dir, "official.npz"), images=images, pool3=pool3, pool3_ada=pool3_ada)
   print("pool3", pool3.shape, "mean", pool3.mean(), "max", pool3.max())
 
 
