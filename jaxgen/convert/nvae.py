@@ -12,8 +12,8 @@ normalisation) and `*.num_batches_tracked`. The spectral regulariser's power-ite
 files (official model.py keeps them outside the state dict); they are computed as jaxgen's init computes them, by
 power iteration on the converted kernels. Only the optimiser state is not ported (fine-tuning starts it afresh).
 
-jaxgen has input pipelines for MNIST and CIFAR-10 only: the CelebA and FFHQ configs name a `folder:` dataset to
-replace with --config.dataset=folder:DIR (python -m experiments.prepare_data). At 8 bits jaxgen's DMOL reads
+jaxgen reads MNIST, CIFAR-10 and ImageNet 32x32 from TFDS; the CelebA and FFHQ configs name a `folder:` dataset to
+replace with --config.dataset=folder:DIR (python -m experiments.prepare_data, with the official crops and bits). At 8 bits jaxgen's DMOL reads
 level 254 as its own bin where the official code gives it the top bin's mass, so jaxgen's CIFAR-10 NLL reads
 slightly higher than the official evaluate.py (research note, 1 row 7).
 """

@@ -107,7 +107,9 @@ def perturb(model, seed):
 def images_for(name, gen):
   if name == "nvae_mnist":
     return (torch.rand(2, 1, 28, 28, generator=gen) < 0.3).to(torch.uint8)
-  images = torch.randint(0, 254, (2, 3, 32, 32), generator=gen)  # no 254: official DMOL bins it as 255 (see below)
+  # No level 254: at 8 bits the official DMOL gives it the top bin's mass (samples > 0.99, distributions.py:170),
+  # jaxgen its own bin (research/faithfulness-nvae-stylegan2.md, 1 row 7); 0, 1, 253 and 255 are included.
+  images = torch.randint(0, 254, (2, 3, 32, 32), generator=gen)
   images[0, 0, 0, :4] = torch.tensor([0, 255, 253, 1])
   return images.to(torch.uint8)
 
