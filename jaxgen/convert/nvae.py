@@ -13,9 +13,9 @@ files (official model.py keeps them outside the state dict); they are computed a
 power iteration on the converted kernels. Only the optimiser state is not ported (fine-tuning starts it afresh).
 
 jaxgen reads MNIST, CIFAR-10 and ImageNet 32x32 from TFDS; the CelebA and FFHQ configs name a `folder:` dataset to
-replace with --config.dataset=folder:DIR (python -m experiments.prepare_data, with the official crops and bits). At 8 bits jaxgen's DMOL reads
-level 254 as its own bin where the official code gives it the top bin's mass, so jaxgen's CIFAR-10 NLL reads
-slightly higher than the official evaluate.py (research note, 1 row 7).
+replace with --config.dataset=folder:DIR (python -m experiments.prepare_data, with the official crops). At 8 bits
+jaxgen's DMOL reads level 254 as its own bin where the official code gives it the top bin's mass, so jaxgen's
+CIFAR-10 NLL reads slightly higher than the official evaluate.py (research note, 1 row 7).
 """
 import re
 

@@ -50,8 +50,9 @@ def assert_matches_official(out, ref, model):
   logits = ref["logits"]  # official layout, top-left 8x8 corner
   if not model.binarized:
     logits = logits[..., convert_nvae.dmol_permutation(model.num_mixture_dec)]
-  # Measured (CIFAR-10-style / MNIST-style): enc0 and decoder parameters max abs diff 1.2e-7 / 2.4e-7 (values up
-  # to ~1); log q, log p, KL per group and recon max relative diff <= 5e-7 (log p ~3.5e3, recon ~1.9e4 nats).
+  # Measured (CIFAR-10-style / MNIST-style): enc0 max abs diff 1.2e-7 / 1.5e-7 and decoder parameters 1.5e-7 / 3e-8
+  # (values up to ~0.5); log q, log p, KL per group and recon max relative diff 5.3e-7 / 5.2e-7 (log p ~2.5e3 /
+  # 4.8e2, recon ~1.9e4 / 5.1e2 nats); per-channel KL 3.9e-6 / 4.9e-7 relative.
   np.testing.assert_allclose(out["enc0"], ref["enc0"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out["params"][:, :8, :8], logits, rtol=1e-5, atol=1e-5)
   for key in ("log_q", "log_p", "kl_all", "kl_diag", "recon"):
