@@ -6,8 +6,9 @@
 
 pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid/releases, tag fid_weights) is a torch
 state dict of the TF FID graph, which is what NVAE's FIDs and the literature's pytorch-fid numbers use.
-NVIDIA's TorchScript detector of StyleGAN2-ADA (inception-2015-12-05.pt) holds the same graph as TorchScript code
-with its own resize; it is not read here (a ConversionError says so).
+NVIDIA's TorchScript detector of StyleGAN2-ADA (inception-2015-12-05.pt) is a port of the same TF graph with its own
+resize and scaling; it is not read here (a ConversionError says so): its front end is
+config.sample_metrics.inception_resize="stylegan2_ada" (`jaxgen.metrics.inception.preprocess`).
 """
 import numpy as np
 
@@ -18,13 +19,12 @@ WHAT = "pytorch-fid's Inception-v3 weights (pt_inception-2015-12-05-*.pth, a sta
 
 def read(path):
   """{"state_dict": {name: numpy}} of pytorch-fid's Inception weights."""
-  try:
-    obj = convert_lib.torch_load(path)
-  except convert_lib.ConversionError as e:
-    if "constants.pkl" in str(e) or "TorchScript" in str(e):
-      raise convert_lib.ConversionError(f"{path} is a TorchScript detector (StyleGAN2-ADA's inception-2015-12-05.pt); "
-                                        f"jaxgen reads pytorch-fid's pt_inception-2015-12-05-6726825d.pth.") from None
-    raise
+  obj = convert_lib.torch_load(path)  # a TorchScript archive comes back as a ScriptModule (torch.jit.load)
+  if "Script" in type(obj).__name__:
+    raise convert_lib.ConversionError(
+        f"{path} is a TorchScript network (e.g. StyleGAN2-ADA's inception-2015-12-05.pt), not read here; convert "
+        f"pytorch-fid's pt_inception-2015-12-05-6726825d.pth (a port of the same TF graph) and set "
+        f"config.sample_metrics.inception_resize=stylegan2_ada.")
   if not isinstance(obj, dict) or "Mixed_7c.branch_pool.conv.weight" not in obj:
     guess = convert_lib.looks_like(obj)
     hint = f"it looks like a {guess} checkpoint" if guess else f"found a {type(obj).__name__}"

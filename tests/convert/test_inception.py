@@ -77,3 +77,6 @@ def test_read_takes_the_published_state_dict_format(tmp_path):
   torch.save({"state_dict": {}, "args": None}, tmp_path / "nvae.pt")
   with pytest.raises(convert.ConversionError, match="looks like a nvae checkpoint"):
     convert_inception.read(str(tmp_path / "nvae.pt"))
+  torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "detector.pt"))
+  with pytest.raises(convert.ConversionError, match="is a TorchScript network"):
+    convert_inception.read(str(tmp_path / "detector.pt"))
