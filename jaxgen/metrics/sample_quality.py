@@ -8,7 +8,8 @@ Features come from one of two extractors, chosen by `config.sample_metrics` (a d
                        `inception_path`, the numbers the literature reports.
   inception_path       an .npz written as the `jaxgen.metrics.inception` docstring shows (converted public weights).
   inception_detector   "pytorch-fid" (default: its weights and bilinear resize; NVAE's FID) or "stylegan2-ada"
-                       (NVIDIA's inception-2015-12-05.pt with its TF-compatible resize; `DETECTORS`).
+                       (the same 2015-12-05 weights behind StyleGAN2-ADA's TF-compatible resize and (x - 128) / 128
+                       scaling, `inception.preprocess`; `DETECTORS`).
   protocol             "" (default: the settings here), or an official protocol that fixes the settings it names
                        (`protocol_settings`): "nvae" (NVlabs/NVAE evaluate.py --eval_mode=evaluate_fid) or
                        "stylegan2-ada" (stylegan2-ada-pytorch fid50k_full). A given key that contradicts it is an error.
@@ -58,10 +59,10 @@ DEFAULTS = dict(extractor="classifier", inception_path="", inception_detector="p
                 classifier_batch_size=64, classifier_lr=1e-3, classifier_widths=(16, 32, 64),
                 classifier_embed_dim=128, classifier_examples=0, cache_dir="")
 _CACHE_VERSION = 1  # bump when the classifier or its training changes
-# inception_detector -> features(variables, uint8 images [N, H, W, C]) -> [N, 2048]. The stylegan2-ada detector
-# (NVIDIA's TorchScript Inception, converted, and its TF-compatible resize) plugs in here as "stylegan2-ada".
-DETECTORS = {"pytorch-fid": inception.pool3_features}
-_DETECTOR_NAMES = ("pytorch-fid", "stylegan2-ada")
+# inception_detector -> features(variables, uint8 images [N, H, W, C]) -> [N, 2048]. Both use the 2015-12-05
+# weights (`jaxgen.convert.inception`); they differ in the front end (resize and scaling).
+DETECTORS = {"pytorch-fid": functools.partial(inception.pool3_features, resize="pytorch_fid"),
+             "stylegan2-ada": functools.partial(inception.pool3_features, resize="stylegan2_ada")}
 
 
 def protocol_settings(name, config):
@@ -106,12 +107,9 @@ def settings(config):
   out = DEFAULTS | given | fixed
   out["sampler"] = _plain(out["sampler"])
   out["classifier_widths"] = tuple(int(w) for w in out["classifier_widths"])
-  if out["inception_detector"] not in _DETECTOR_NAMES:
+  if out["inception_detector"] not in DETECTORS:
     raise ValueError(f"config.sample_metrics.inception_detector={out['inception_detector']!r}: use one of "
-                     f"{list(_DETECTOR_NAMES)}.")
-  if out["extractor"] == "inception" and out["inception_detector"] not in DETECTORS:
-    raise ValueError(f"config.sample_metrics.inception_detector={out['inception_detector']!r} is not in this "
-                     f"version of jaxgen.metrics.inception; use 'pytorch-fid' (or protocol='').")
+                     f"{list(DETECTORS)}.")
   if out["extractor"] not in ("classifier", "inception"):
     raise ValueError(f"config.sample_metrics.extractor={out['extractor']!r}: use 'classifier' (offline, trained on "
                      f"the dataset) or 'inception' (with config.sample_metrics.inception_path).")
