@@ -22,6 +22,11 @@ def get_config(arg=None):
   # Linear warmup over 10 epochs (openai/glow --epochs_warmup 10), then constant.
   config.optimizer = dict(name="adam", lr=1e-3, warmup_steps=1_000, grad_clip_norm=0.0)
   config.ema_decay = 0.999  # openai/glow evaluates Polyak-averaged parameters
+  # openai/glow's default `--dal 1` (data_loaders/get_mnist_cifar.py): Keras (2.2.0, its requirements.txt)
+  # `ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1)`, i.e. each training image shifted by
+  # U(-3.2, 3.2) pixels in each direction (0.1 x 32), bilinear (scipy order=1), edges repeated (fill_mode "nearest"),
+  # then floored to uint8; no flips (those are `--dal 2`). The test split is not augmented.
+  config.augment = dict(flip=False, translate=3.2)
   # CPU only: YNNPACK fuses the coupling networks' matmuls with their neighbours. Interleaved A/B: `:bench` step
   # 4-8% faster, the paper size 2%; glow_mnist 2% slower and NVAE / LMConv 2x slower, so it is not a default.
   config.xla_cpu_options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
