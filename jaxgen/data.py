@@ -238,31 +238,37 @@ def augment_images(images, augment, rng_seed, batch_size, rows=slice(None)):
   """
   if augment["flip"]:
     flip = (np.random.default_rng(rng_seed + [AUGMENT_FLIP]).random(batch_size) < 0.5)[rows]  # [b]
-    images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    images = images.copy()
+    images[flip] = images[flip, :, ::-1]
   if augment["translate"]:
     t = augment["translate"]
     shifts = np.random.default_rng(rng_seed + [AUGMENT_SHIFT]).uniform(-t, t, (batch_size, 2))[rows]  # [b, 2]
-    images = np.floor(translate(images.astype(np.float32), shifts)).astype(np.uint8)
+    images = np.floor(translate(images, shifts)).astype(np.uint8)
   return images
 
 
-def _shift_axis(x, shift, axis):
-  """x [b, H, W, C] float sampled at position + shift[b] along axis 1 or 2: linear interpolation, edges repeated."""
-  size = x.shape[axis]
-  pos = np.arange(size)[None, :] + shift[:, None]  # [b, size]
+def _shift_rows(x, shift):
+  """x [b, H, ...] sampled at row i + shift[b]: linear interpolation, edge rows repeated outside -> float32."""
+  b, size = x.shape[:2]
+  pos = np.arange(size)[None, :] + shift[:, None]  # [b, H]
   low = np.floor(pos)
-  frac = (pos - low).astype(np.float32)
+  w = (pos - low).astype(np.float32).reshape(b * size, 1)
+  base = size * np.arange(b)[:, None]
   low = low.astype(np.int64)
-  at = lambda i: np.take_along_axis(x, np.clip(i, 0, size - 1).reshape(
-      (-1, size, 1, 1) if axis == 1 else (-1, 1, size, 1)), axis)
-  w = frac.reshape((-1, size, 1, 1) if axis == 1 else (-1, 1, size, 1))
-  return at(low) * (1 - w) + at(low + 1) * w
+  rows = x.reshape(b * size, -1)  # whole rows are gathered: one contiguous copy each
+  lo, hi = rows[(np.clip(low, 0, size - 1) + base).ravel()], rows[(np.clip(low + 1, 0, size - 1) + base).ravel()]
+  out = hi.astype(np.float32)
+  out -= lo
+  out *= w
+  out += lo
+  return out.reshape(x.shape)
 
 
 def translate(images, shifts):
-  """float images [b, H, W, C] shifted by shifts [b, 2] = (dy, dx) pixels: out[i, j] = in(i + dy, j + dx),
-  bilinear, edge values repeated outside the image (scipy.ndimage.shift(order=1, mode="nearest") per image)."""
-  return _shift_axis(_shift_axis(images, shifts[:, 0], 1), shifts[:, 1], 2)
+  """images [b, H, W, C] shifted by shifts [b, 2] = (dy, dx) pixels: out[i, j] = in(i + dy, j + dx), bilinear,
+  edge values repeated outside the image (scipy.ndimage.shift(order=1, mode="nearest") per image) -> float32."""
+  columns_first = np.ascontiguousarray(_shift_rows(images, shifts[:, 0]).swapaxes(1, 2))  # [b, W, H, C]
+  return np.ascontiguousarray(_shift_rows(columns_first, shifts[:, 1]).swapaxes(1, 2))
 
 
 def train_indices(num_examples, batch_size, seed, step):
