@@ -8,8 +8,8 @@ python -m experiments.benchmark --config=experiments/configs/glow_cifar10.py --d
 Runs the trainer's own jit-compiled step (same shardings, all devices) on synthetic uint8 images of the model's
 shape, so no dataset is needed. images_per_sec is the median over --steps timed steps after --warmup steps;
 images_per_sec_mean the mean (the amortised figure where some steps do more, e.g. a GAN's lazy R1).
---real_data also runs the step the way the trainer does (next batch, to the devices, dispatch; no wait for the
-step), alternating --rounds of --steps steps fed by config.dataset's input pipeline with as many fed by one
+--real_data also runs the step the way the trainer does (next batch, prefetched to the devices; dispatch; no wait
+for the step), alternating --rounds of --steps steps fed by config.dataset's input pipeline with as many fed by one
 synthetic batch, and reports both step times and the time each step waited for data (data_wait_ms).
 --data_only times config.dataset's training batches (images/s, ms per batch) as the trainer's loop draws them;
 --legacy_rounds alternates that with the loader jaxgen had before worker processes and the in-memory cache.
@@ -40,6 +40,9 @@ _REAL_DATA = flags.DEFINE_bool("real_data", False, "Also time steps fed by confi
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "--real_data: alternated rounds of real-data and synthetic steps.")
 _DATA_ONLY = flags.DEFINE_bool("data_only", False, "Time the input pipeline alone (--steps batches per round).")
 _LEGACY_ROUNDS = flags.DEFINE_integer("legacy_rounds", 0, "--data_only: rounds of the earlier loader, alternated.")
+# Trainer defaults a config file need not define (so --config.KEY cannot set them): set here for A/B runs.
+_DATA_WORKERS = flags.DEFINE_integer("data_workers", None, "Sets config.data_workers.")
+_DATA_CACHE_MB = flags.DEFINE_integer("data_cache_mb", None, "Sets config.data_cache_mb (0: stream every batch).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -92,17 +95,17 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0, real_data=False, roun
   if peak_tflops:
     result["flop_utilisation"] = result["tflops_per_sec"] / peak_tflops
   if real_data:
-    result |= _real_data_steps(s, compiled, state, local, rng, steps, warmup, rounds)
+    result |= _real_data_steps(s, compiled, state, batch, rng, steps, warmup, rounds)
   return result
 
 
-def _real_data_steps(s, compiled, state, synthetic_local, rng, steps, warmup, rounds):
-  """Steps as the trainer's loop runs them (next batch, to the devices, dispatch), fed alternately by the input
-  pipeline and by one synthetic batch; per round, the mean step over `steps` steps and the time blocked in
-  next(batches)."""
+def _real_data_steps(s, compiled, state, synthetic, rng, steps, warmup, rounds):
+  """Steps as the trainer's loop runs them (next batch, already on the devices; dispatch), fed alternately by the
+  input pipeline and by `synthetic`, one batch already on the devices; per round, the mean step over `steps` steps
+  and the time blocked in next(batches)."""
   t0 = time.perf_counter()
-  batches = s.input.train_batches(0)  # decodes the split into memory first where it fits config.data_cache_mb
-  next(batches)
+  batches = s.input.train_batches(0, put=s.batch)  # as the trainer: decoded, augmented, on the devices
+  next(batches)  # the split is decoded into memory first where it fits config.data_cache_mb
   first_batch_s = time.perf_counter() - t0
   real, fake, waits = [], [], []
   for _ in range(rounds):
@@ -113,9 +116,9 @@ def _real_data_steps(s, compiled, state, synthetic_local, rng, steps, warmup, ro
           jax.block_until_ready(state)
           t0, wait = time.perf_counter(), 0.0
         t_next = time.perf_counter()
-        local = next(batches) if kind == "real" else synthetic_local
+        batch = next(batches) if kind == "real" else synthetic
         wait += time.perf_counter() - t_next
-        state, _ = compiled(state, s.batch(local), rng)
+        state, _ = compiled(state, batch, rng)
       jax.block_until_ready(state)
       step_s = (time.perf_counter() - t0) / steps
       if kind == "real":
@@ -190,11 +193,11 @@ def data_benchmark(config, batches_per_round=50, warmup=5, legacy_rounds=0):
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  if _DATA_DIR.value:
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      config.data_dir = _DATA_DIR.value
+  config = _CONFIG.value.copy_and_resolve_references()
+  with config.unlocked():
+    for key, flag in (("data_dir", _DATA_DIR), ("data_workers", _DATA_WORKERS), ("data_cache_mb", _DATA_CACHE_MB)):
+      if flag.value is not None:
+        config[key] = flag.value
   with cli.clear_errors():
     if _DATA_ONLY.value:
       result = data_benchmark(config, _STEPS.value, _WARMUP.value, _LEGACY_ROUNDS.value)

@@ -99,6 +99,10 @@ def _get(dataset, indices):
   return dataset.get(indices)
 
 
+def _call(fn, x):
+  return fn(x)
+
+
 _worker_dataset = None  # the dataset of a worker process (set once, by its pool's initializer)
 
 
@@ -386,11 +390,14 @@ class Input:
     batch["image"] = binarize(batch["image"], self.config.binarize, seed, self.rows)
     return batch
 
-  def train_batches(self, start_step):
-    """This host's training batches for steps start_step, start_step + 1, ... (`train_batches`)."""
+  def train_batches(self, start_step, put=None):
+    """This host's training batches for steps start_step, start_step + 1, ... (`train_batches`); with `put`
+    (e.g. host batch -> global device array), put(batch) done config.prefetch batches ahead in a background thread,
+    so the transfer to the devices overlaps the step."""
     dataset = self.cached("train")
-    return train_batches(dataset, self.batch_size, self.config.seed, start_step, self.rows, self.prefetch,
-                         self.config.binarize, self.augment, self._workers(dataset))
+    batches = train_batches(dataset, self.batch_size, self.config.seed, start_step, self.rows, self.prefetch,
+                            self.config.binarize, self.augment, self._workers(dataset))
+    return batches if put is None else _ordered_map(_call, put, batches, 0, max(self.prefetch, 1))
 
   def eval_batches(self, split, num_examples=None, batch_size=None, rows=None):
     """This host's batches covering the first num_examples (0 or None: all) of `split` once (`eval_batches`)."""

@@ -260,13 +260,13 @@ def train_and_evaluate(config, workdir):
   logger.info("Training %s on %s (%d train examples) on %d device(s); params: %d; steps %d -> %d.",
                config.model_name, config.dataset, s.train_data.num_examples, jax.device_count(),
                sum(x.size for x in jax.tree.leaves(state["params"])), start, config.total_steps)
-  batches = s.input.train_batches(start)
+  batches = s.input.train_batches(start, put=s.batch)  # on the devices, config.prefetch batches ahead
   rng = jax.random.key(config.seed)
   stop = _StopRequest()
   step, previous, interval = start, None, []
   try:
     while step < config.total_steps:
-      state, metrics = s.train_step(state, s.batch(next(batches)), rng)
+      state, metrics = s.train_step(state, next(batches), rng)
       step += 1
       if step == start + 1:  # the first step compiled: time from here on
         jax.block_until_ready(metrics)
