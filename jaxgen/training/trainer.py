@@ -35,13 +35,15 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #   augment: training-batch augmentation, dict(flip=bool, translate=pixels): random horizontal flips and random
 #     shifts of up to `translate` pixels (bilinear, edges repeated), drawn from (seed, step); evaluation is never
 #     augmented. Missing keys take these defaults.
-#   data_workers: processes that decode batches of data not held in memory (0: one thread of this process).
+#   data_workers: processes that decode batches of data not held in memory, and the split being cached (0: one
+#     background thread of this process; worker processes pay off for compressed images on hosts with idle cores,
+#     not for raw-pixel folders, whose batches they must copy back: BENCHMARKS.md, 2026-11-30).
 #   prefetch: batches read ahead of the step.
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
                 binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
-                augment=dict(flip=False, translate=0.0), data_workers=2, prefetch=2, data_cache_mb=1024)
+                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024)
 
 
 def with_defaults(config):
