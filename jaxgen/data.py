@@ -7,9 +7,10 @@ s*B .. (s+1)*B - 1 of the concatenated epochs. A resumed run therefore sees exac
 one would, and each host of a multi-host job reads only its own slice of every global batch.
 
 Loading: `Dataset.get` reads a batch with one bulk read (`__getitems__`) where the source has one. `Input` decodes
-a split that fits in config.data_cache_mb once into memory, after which a batch is an array gather; larger splits
-are decoded per batch in config.data_workers processes, config.prefetch batches ahead. Every batch is a pure
-function of (seed, step), so the number of workers changes neither the batches nor their order.
+a split that fits in config.data_cache_mb once into memory, after which reading a batch is an array gather; larger
+splits are decoded per batch. Batches are read, decoded and augmented config.prefetch ahead in config.data_workers
+processes (0: one background thread). Every batch is a pure function of (seed, step), so the number of workers
+changes neither the batches nor their order.
 
 Augmentation (config.augment, training batches only): random horizontal flips and random translations of up to
 `translate` pixels (bilinear, edges repeated, floored to uint8: openai/glow's Keras `ImageDataGenerator` shifts).
@@ -377,10 +378,6 @@ class Input:
       self._cached[name] = cached(dataset, self.cache_mb << 20, self.workers)
     return self._cached[name]
 
-  def _workers(self, dataset):
-    # Batches of in-memory data are array gathers: worker processes would only add copies.
-    return 0 if isinstance(dataset._source, dict) else self.workers
-
   def init_batch(self):
     """This host's rows of the batch that data-dependent init sees (openai/glow inits on augmented training data)."""
     seed = [self.config.seed, INIT_SEED]
@@ -396,7 +393,7 @@ class Input:
     so the transfer to the devices overlaps the step."""
     dataset = self.cached("train")
     batches = train_batches(dataset, self.batch_size, self.config.seed, start_step, self.rows, self.prefetch,
-                            self.config.binarize, self.augment, self._workers(dataset))
+                            self.config.binarize, self.augment, self.workers)
     return batches if put is None else _ordered_map(_call, put, batches, 0, max(self.prefetch, 1))
 
   def eval_batches(self, split, num_examples=None, batch_size=None, rows=None):
@@ -406,7 +403,7 @@ class Input:
       rows = self.eval_rows if batch_size == self.eval_batch_size else slice(None)
     dataset = self.cached(split)
     return eval_batches(dataset, batch_size, rows, num_examples or None, self.config.binarize, self.config.seed,
-                        self.prefetch, self._workers(dataset))
+                        self.prefetch, self.workers)
 
   def examples(self, split, num_examples=None):
     """uint8 [N, H, W, C]: the first num_examples (0 or None: all) images of `split`, binarized as in evaluation."""

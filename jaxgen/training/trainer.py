@@ -35,9 +35,9 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #   augment: training-batch augmentation, dict(flip=bool, translate=pixels): random horizontal flips and random
 #     shifts of up to `translate` pixels (bilinear, edges repeated), drawn from (seed, step); evaluation is never
 #     augmented. Missing keys take these defaults.
-#   data_workers: processes that decode batches of data not held in memory, and the split being cached (0: one
-#     background thread of this process; worker processes pay off for compressed images on hosts with idle cores,
-#     not for raw-pixel folders, whose batches they must copy back: BENCHMARKS.md, 2026-11-30).
+#   data_workers: processes that read, decode and augment batches, and decode a split being cached (0: one
+#     background thread of this process). They pay off for compressed images and translations on hosts with idle
+#     cores, not for large raw-pixel images (a 256x256 folder), whose batches they must copy back (BENCHMARKS.md).
 #   prefetch: batches read ahead of the step.
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
