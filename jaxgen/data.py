@@ -28,6 +28,8 @@ import functools
 import importlib.resources
 import itertools
 import multiprocessing
+import queue
+import threading
 
 import numpy as np
 
@@ -100,8 +102,25 @@ def _get(dataset, indices):
   return dataset.get(indices)
 
 
-def _call(fn, x):
-  return fn(x)
+def _put_ahead(batches, put, size):
+  """Yields put(batch) for each of `batches`, computed up to `size` ahead by a daemon thread, so the consumer
+  blocks only when none is ready (not on the loader behind it). Errors reach the consumer."""
+  ready = queue.Queue(maxsize=size)
+  done = object()
+
+  def run():
+    try:
+      for batch in batches:
+        ready.put(put(batch))
+      ready.put(done)
+    except Exception as e:  # handed to the consumer, raised there
+      ready.put(e)
+
+  threading.Thread(target=run, daemon=True).start()  # daemon: a dropped iterator's thread does not block exit
+  while (item := ready.get()) is not done:
+    if isinstance(item, Exception):
+      raise item
+    yield item
 
 
 _worker_dataset = None  # the dataset of a worker process (set once, by its pool's initializer)
@@ -394,7 +413,7 @@ class Input:
     dataset = self.cached("train")
     batches = train_batches(dataset, self.batch_size, self.config.seed, start_step, self.rows, self.prefetch,
                             self.config.binarize, self.augment, self.workers)
-    return batches if put is None else _ordered_map(_call, put, batches, 0, max(self.prefetch, 1))
+    return batches if put is None else _put_ahead(batches, put, max(self.prefetch, 1))
 
   def eval_batches(self, split, num_examples=None, batch_size=None, rows=None):
     """This host's batches covering the first num_examples (0 or None: all) of `split` once (`eval_batches`)."""

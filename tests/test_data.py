@@ -151,6 +151,8 @@ def test_input_augments_training_batches_only_and_evaluates_each_example_once():
   assert not np.array_equal(batch["image"], images[data.train_indices(21, 8, 3, 0)])
   put = next(inputs.train_batches(0, put=lambda b: ("on device", b)))  # the trainer's device prefetch
   assert put[0] == "on device" and np.array_equal(put[1]["image"], batch["image"])
+  with pytest.raises(ZeroDivisionError):  # a failed transfer surfaces in the training loop
+    next(inputs.train_batches(0, put=lambda b: 1 / 0))
   batches = list(inputs.eval_batches("test"))
   assert len(batches) == 3 and sum(b["mask"].sum() for b in batches) == 21
   real = np.concatenate([b["image"][b["mask"] > 0] for b in batches])
