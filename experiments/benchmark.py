@@ -1,11 +1,21 @@
-r"""Training-step throughput, compile time, peak memory and FLOP utilisation of a config, as one JSON line.
+r"""Training-step throughput, compile time, peak memory and FLOP utilisation of a config, as one JSON line;
+or, with --data_only, the input pipeline's throughput alone.
 
-python -m experiments.benchmark --config=experiments/configs/glow_cifar10.py:bench
+python -m experiments.benchmark --config=experiments/configs/glow_cifar10.py:bench [--real_data --data_dir=DIR]
+python -m experiments.benchmark --config=experiments/configs/glow_cifar10.py --data_only --data_dir=DIR \
+  --config.batch_size=256 [--legacy_rounds=3]
 
 Runs the trainer's own jit-compiled step (same shardings, all devices) on synthetic uint8 images of the model's
 shape, so no dataset is needed. images_per_sec is the median over --steps timed steps after --warmup steps;
 images_per_sec_mean the mean (the amortised figure where some steps do more, e.g. a GAN's lazy R1).
+--real_data also runs the step the way the trainer does (next batch, prefetched to the devices; dispatch; no wait
+for the step), alternating --rounds of --steps steps fed by config.dataset's input pipeline with as many fed by one
+synthetic batch, and reports both step times and the time each step waited for data (data_wait_ms).
+--data_only times config.dataset's training batches (images/s, ms per batch) as the trainer's loop draws them;
+--legacy_rounds alternates that with the loader jaxgen had before worker processes and the in-memory cache.
 """
+import concurrent.futures
+import itertools
 import json
 import os
 import resource
@@ -25,6 +35,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "Device peak (TFLOP/s, all devices) for FLOP utilisation.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir of config.dataset (sets config.data_dir).")
+_REAL_DATA = flags.DEFINE_bool("real_data", False, "Also time steps fed by config.dataset's input pipeline.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "--real_data: alternated rounds of real-data and synthetic steps.")
+_DATA_ONLY = flags.DEFINE_bool("data_only", False, "Time the input pipeline alone (--steps batches per round).")
+_LEGACY_ROUNDS = flags.DEFINE_integer("legacy_rounds", 0, "--data_only: rounds of the earlier loader, alternated.")
+# Trainer defaults a config file need not define (so --config.KEY cannot set them): set here for A/B runs.
+_DATA_WORKERS = flags.DEFINE_integer("data_workers", None, "Sets config.data_workers.")
+_DATA_CACHE_MB = flags.DEFINE_integer("data_cache_mb", None, "Sets config.data_cache_mb (0: stream every batch).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -32,12 +50,15 @@ def _image_shape(config):
   return tuple(trainer.build_model(trainer.with_defaults(config))[1].image_shape)
 
 
-def benchmark(config, steps=10, warmup=3, peak_tflops=0.0):
-  """-> dict with images_per_sec, compile_s, peak_memory_mib, params, flops_per_step, ... (see module doc)."""
+def benchmark(config, steps=10, warmup=3, peak_tflops=0.0, real_data=False, rounds=3):
+  """-> dict with images_per_sec, compile_s, peak_memory_mib, params, flops_per_step, ... (see module doc);
+  with real_data also real_data_step_ms, synthetic_step_ms, data_wait_ms, ... (`_real_data_steps`)."""
   shape = _image_shape(config)
-  s = trainer.setup(config, train_data=data.synthetic(shape, num_examples=max(4 * config.batch_size, 256)))
+  synthetic = data.synthetic(shape, num_examples=max(4 * config.batch_size, 256))
+  s = trainer.setup(config, train_data=None if real_data else synthetic)
   state = s.init()
-  batch = s.batch(s.train_data.get(np.arange(s.config.batch_size)))
+  local = synthetic.get(np.arange(s.config.batch_size)[s.input.rows])
+  batch = s.batch(local)
   rng = jax.random.key(0)
   t0 = time.perf_counter()
   compiled = s.train_step.lower(state, batch, rng).compile()
@@ -73,13 +94,115 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0):
   }
   if peak_tflops:
     result["flop_utilisation"] = result["tflops_per_sec"] / peak_tflops
+  if real_data:
+    result |= _real_data_steps(s, compiled, state, batch, rng, steps, warmup, rounds)
+  return result
+
+
+def _real_data_steps(s, compiled, state, synthetic, rng, steps, warmup, rounds):
+  """Steps as the trainer's loop runs them (next batch, already on the devices; dispatch), fed alternately by the
+  input pipeline and by `synthetic`, one batch already on the devices; per round, the mean step over `steps` steps
+  and the time blocked in next(batches)."""
+  t0 = time.perf_counter()
+  batches = s.input.train_batches(0, put=s.batch)  # as the trainer: decoded, augmented, on the devices
+  next(batches)  # the split is decoded into memory first where it fits config.data_cache_mb
+  first_batch_s = time.perf_counter() - t0
+  real, fake, waits = [], [], []
+  for _ in range(rounds):
+    for kind in ("real", "synthetic"):
+      wait = 0.0
+      for i in range(warmup + steps):
+        if i == warmup:
+          jax.block_until_ready(state)
+          t0, wait = time.perf_counter(), 0.0
+        t_next = time.perf_counter()
+        batch = next(batches) if kind == "real" else synthetic
+        wait += time.perf_counter() - t_next
+        state, _ = compiled(state, batch, rng)
+      jax.block_until_ready(state)
+      step_s = (time.perf_counter() - t0) / steps
+      if kind == "real":
+        real.append(step_s)
+        waits.append(wait / steps)
+      else:
+        fake.append(step_s)
+  ratio = statistics.median(real) / statistics.median(fake)
+  return {"dataset": s.config.dataset, "data_workers": s.config.data_workers,
+          "cached": isinstance(s.input.cached("train")._source, dict), "first_batch_s": first_batch_s,
+          "real_data_step_ms": [1e3 * t for t in real], "synthetic_step_ms": [1e3 * t for t in fake],
+          "data_wait_ms": [1e3 * t for t in waits], "real_over_synthetic": ratio,
+          "waited_for_data": bool(statistics.median(waits) > 0.01 * statistics.median(real))}
+
+
+def legacy_train_batches(dataset, batch_size, seed, start_step, rows=slice(None), prefetch=2):
+  """The loader before worker processes and the cache (for A/B runs): one example at a time through the source's
+  `[i]` (TFDS decodes each), stacked in one background thread, `prefetch` batches ahead."""
+  def fetch(step):
+    indices = data.train_indices(dataset.num_examples, batch_size, seed, step)[rows]
+    items = [dataset._source[int(i)] for i in indices]
+    return {"image": np.stack([np.asarray(e["image"], np.uint8) for e in items]),
+            "label": np.asarray([e["label"] for e in items], np.int32)}
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = [pool.submit(fetch, start_step + i) for i in range(prefetch)]
+    for step in itertools.count(start_step + prefetch):
+      batch = pending.pop(0).result()
+      pending.append(pool.submit(fetch, step))
+      yield batch
+
+
+def data_benchmark(config, batches_per_round=50, warmup=5, legacy_rounds=0):
+  """-> dict: images_per_sec and ms_per_batch of config.dataset's training batches (`data.Input.train_batches`,
+  this host's rows), the time to the first batch (which includes decoding a cached split), and with legacy_rounds
+  the earlier loader's figures from rounds alternated with as many of the current loader."""
+  config = trainer.with_defaults(config)
+  trainer.check_batch_size(config.batch_size)
+  inputs = data.Input(config, process_index=jax.process_index(), process_count=jax.process_count())
+  t0 = time.perf_counter()
+  current = inputs.train_batches(0)
+  next(current)
+  first_batch_s = time.perf_counter() - t0
+  loaders = {"current": current}
+  if legacy_rounds:
+    loaders["legacy"] = legacy_train_batches(inputs.train, inputs.batch_size, config.seed, 0, inputs.rows)
+  seconds = {name: [] for name in loaders}  # per round: seconds per batch
+  for _ in range(max(legacy_rounds, 1)):
+    for name, batches in loaders.items():
+      for _ in range(warmup):
+        next(batches)
+      t0 = time.perf_counter()
+      for _ in range(batches_per_round):
+        next(batches)
+      seconds[name].append((time.perf_counter() - t0) / batches_per_round)
+  per_host = inputs.rows.stop - inputs.rows.start
+  result = {"dataset": config.dataset, "batch_size": config.batch_size, "host_batch": per_host,
+            "data_workers": config.data_workers, "prefetch": config.prefetch, "data_cache_mb": config.data_cache_mb,
+            "cached": isinstance(inputs.cached("train")._source, dict), "augment": inputs.augment,
+            "first_batch_s": first_batch_s, "cpu_count": os.cpu_count()}
+  for name, values in seconds.items():
+    prefix = "" if name == "current" else "legacy_"
+    result |= {f"{prefix}images_per_sec": per_host / statistics.median(values),
+               f"{prefix}ms_per_batch": 1e3 * statistics.median(values),
+               f"{prefix}images_per_sec_rounds": [per_host / v for v in values]}
+  if legacy_rounds:
+    result["speedup"] = result["images_per_sec"] / result["legacy_images_per_sec"]
+  for batches in loaders.values():
+    batches.close()
   return result
 
 
 def main(argv):
   del argv
+  config = _CONFIG.value.copy_and_resolve_references()
+  with config.unlocked():
+    for key, flag in (("data_dir", _DATA_DIR), ("data_workers", _DATA_WORKERS), ("data_cache_mb", _DATA_CACHE_MB)):
+      if flag.value is not None:
+        config[key] = flag.value
   with cli.clear_errors():
-    result = benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK_TFLOPS.value)
+    if _DATA_ONLY.value:
+      result = data_benchmark(config, _STEPS.value, _WARMUP.value, _LEGACY_ROUNDS.value)
+    else:
+      result = benchmark(config, _STEPS.value, _WARMUP.value, _PEAK_TFLOPS.value, _REAL_DATA.value, _ROUNDS.value)
   print(json.dumps(result, default=str))
 
 

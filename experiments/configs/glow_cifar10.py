@@ -11,7 +11,6 @@ jaxgen: not trained yet (README, Results).
 import ml_collections
 
 # Remaining differences from openai/glow (train.py, optim.py, model.py), none measured:
-# - openai trains on random shifts of up to 10% (`--dal 1`); jaxgen's data loader shifts nothing.
 # - Adamax's eps sits inside the max (optax) instead of after it (negligible). openai also keeps a Polyak average
 #   (decay beta2) but never evaluates it (`# model.polyak_swap()`), so jaxgen evaluates the raw weights
 #   (ema_decay = 0) and keeps no average.
@@ -35,6 +34,11 @@ def get_config(arg=None):
   config.optimizer = dict(name="adamax", lr=1e-3, b1=0.9, b2=1 - 1 / 98, sqrt_b2_correction=True, warmup_steps=977,
                           grad_clip_norm=0.0)
   config.ema_decay = 0.0  # openai/glow evaluates the raw weights (train.py: `# model.polyak_swap()`)
+  # openai/glow's default `--dal 1` (data_loaders/get_mnist_cifar.py): Keras (2.2.0, its requirements.txt)
+  # `ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1)`, i.e. each training image shifted by
+  # U(-3.2, 3.2) pixels in each direction (0.1 x 32), bilinear (scipy order=1), edges repeated (fill_mode "nearest"),
+  # then floored to uint8; no flips (those are `--dal 2`). The test split is not augmented.
+  config.augment = dict(flip=False, translate=3.2)
   # CPU only: YNNPACK fuses the coupling networks' matmuls with their neighbours. Interleaved A/B: `:bench` step
   # 4-8% faster, the paper size 2%; glow_mnist 2% slower and NVAE / LMConv 2x slower, so it is not a default.
   config.xla_cpu_options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}

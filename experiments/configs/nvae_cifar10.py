@@ -45,7 +45,9 @@ def get_config(arg=None):
   # Official optimiser: torch Adamax(lr 1e-2, weight_decay 3e-4, eps 1e-3), 5 warm-up epochs, cosine to 1e-4.
   config.optimizer = dict(name="adamax", lr=1e-2, eps=1e-3, l2_weight_decay=3e-4, warmup_steps=5 * STEPS_PER_EPOCH,
                           schedule="cosine", end_lr_factor=1e-2)
-  config.random_flip = True  # nvae.train_step; official `RandomHorizontalFlip`
+  # Official CIFAR-10 training transform (datasets.py `_data_transforms_cifar10`): `RandomHorizontalFlip()` (p = 1/2)
+  # and nothing else; evaluation images are not transformed. Drawn in the input pipeline from (seed, step).
+  config.augment = dict(flip=True, translate=0.0)
   config.skip_grad_norm = 1e6  # skip (and count) updates with a larger gradient norm (loss in nats per image)
   config.log_every, config.eval_every, config.ckpt_every = 100, 3_900, 3_900
   config.eval_batch_size, config.eval_examples = 100, 0  # 0: the whole test split

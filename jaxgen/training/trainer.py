@@ -31,9 +31,19 @@ logger = logging.getLogger("jaxgen")
 
 REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "log_every", "eval_every",
                  "ckpt_every", "model_name", "model")
+# Keys a config may leave out. The input pipeline's (jaxgen.data.Input):
+#   augment: training-batch augmentation, dict(flip=bool, translate=pixels): random horizontal flips and random
+#     shifts of up to `translate` pixels (bilinear, edges repeated), drawn from (seed, step); evaluation is never
+#     augmented. Missing keys take these defaults.
+#   data_workers: processes that read, decode and augment batches, and decode a split being cached (0: one
+#     background thread of this process). They pay off for compressed images and translations on hosts with idle
+#     cores, not for large raw-pixel images (a 256x256 folder), whose batches they must copy back (BENCHMARKS.md).
+#   prefetch: batches read ahead of the step.
+#   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
-                binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={})
+                binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
+                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024)
 
 
 def with_defaults(config):
@@ -263,13 +273,13 @@ def train_and_evaluate(config, workdir):
   logger.info("Training %s on %s (%d train examples) on %d device(s); params: %d; steps %d -> %d.",
                config.model_name, config.dataset, s.train_data.num_examples, jax.device_count(),
                sum(x.size for x in jax.tree.leaves(state["params"])), start, config.total_steps)
-  batches = s.input.train_batches(start)
+  batches = s.input.train_batches(start, put=s.batch)  # on the devices, config.prefetch batches ahead
   rng = jax.random.key(config.seed)
   stop = _StopRequest()
   step, previous, interval = start, None, []
   try:
     while step < config.total_steps:
-      state, metrics = s.train_step(state, s.batch(next(batches)), rng)
+      state, metrics = s.train_step(state, next(batches), rng)
       step += 1
       if step == start + 1:  # the first step compiled: time from here on
         jax.block_until_ready(metrics)

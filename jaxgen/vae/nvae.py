@@ -34,8 +34,8 @@ the temperature. The paper re-adjusts BatchNorm statistics at that temperature (
 keep the result and pass it as "batch_stats" to `sample`, so it is computed once per temperature
 (`TemperatureSampler` does this).
 
-`FAMILY` (`jaxgen.training.family.Family`, what the trainer reads) is the likelihood family with NVAE's own
-`train_step` (the shared step after random horizontal flips, config.random_flip), `eval_step` (per-batch sums of
+`FAMILY` (`jaxgen.training.family.Family`, what the trainer reads) is the likelihood family (the shared
+`train_step`; flips are the data loader's `config.augment`) with NVAE's own `eval_step` (per-batch sums of
 the negative ELBO, the K-sample importance-weighted NLL with K = config.iw_samples, the KL per group and per latent
 unit), `summarize` (means, and the active units from the per-unit KL of the whole split), `sample_images` (BN
 statistics re-adjusted by config.readjust_bn_iterations passes; decoder means with config.decoder_means) and `figures`
@@ -697,17 +697,6 @@ class TemperatureSampler:
 ACTIVE_UNIT_THRESHOLD = 0.1  # nats (official train.py: `torch.sum(kl_diag_i > 0.1)`)
 
 
-def train_step(state, batch, rng, *, model, tx, config):
-  """`jaxgen.training.steps.train_step`, after random horizontal flips of the images when config.random_flip
-  (official CIFAR-10 `RandomHorizontalFlip`); the flips are a function of (rng, step), so resume stays exact."""
-  if config.get("random_flip", False):
-    images = batch["image"]  # [B, H, W, C]
-    rng_flip = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), 0xF11B)
-    flip = jax.random.bernoulli(rng_flip, 0.5, images.shape[:1])  # [B]
-    batch = {**batch, "image": jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)}
-  return steps.train_step(state, batch, rng, model=model, tx=tx, config=config)
-
-
 def eval_step(state, batch, rng, *, model, config):
   """Per-batch sums over real (mask == 1) examples of `Model.losses` (train=False: "nelbo", "nelbo_bpd", ...,
   KL per group), of the per-unit KL "kl_units" [U], and with config.iw_samples = K > 0 of the importance-weighted
@@ -777,7 +766,7 @@ def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):
 
 
 FAMILY = family.LIKELIHOOD._replace(
-    train_step=train_step, eval_step=eval_step, summarize=summarize, sample_images=sample_images, figures=figures,
+    train_step=steps.train_step, eval_step=eval_step, summarize=summarize, sample_images=sample_images, figures=figures,
     figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(readjust_bn_iterations=500),
     progress_keys=("loss", "nelbo_bpd", "grad_norm"))
 
