@@ -43,6 +43,9 @@ def encode(image, label):
   return struct.pack("<i", int(label)) + np.ascontiguousarray(image, np.uint8).tobytes()
 
 
+WRITER_OPTIONS = "group_size:1,snappy"
+
+
 class Records:
   """One split's records as {"image": uint8 [H, W, C], "label": int}: `len`, `[i]` and `__getitems__(indices)`
   (one batched array_record read; the readers open lazily, so the object pickles)."""
@@ -339,8 +342,9 @@ class _ShardWriter:
       self._close_shard()
       from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
       name = f"{self.split}-{len(self.shards):05d}.array_record"
-      # group_size:1: every record is its own chunk, so a random read touches one record only.
-      self._writer = array_record_module.ArrayRecordWriter(os.fspath(self.directory / name), "group_size:1")
+      # group_size:1: every record is its own chunk, so a random read touches one record only. snappy, not the
+      # default brotli: reading 256x256 RGB records was 1.2k images/s with brotli, 6.6k with snappy (one thread).
+      self._writer = array_record_module.ArrayRecordWriter(os.fspath(self.directory / name), WRITER_OPTIONS)
       self.shards.append({"file": name, "num_examples": 0})
     self._writer.write(record)
     self.shards[-1]["num_examples"] += 1
