@@ -1,4 +1,5 @@
-"""What the experiment scripts share: console logging, one-line errors for bad input, huge-page malloc on Linux."""
+"""What the experiment scripts share: console logging, one-line errors for bad input, huge-page malloc on Linux,
+and the multi-process flags (`initialize_distributed`)."""
 import contextlib
 import logging
 import os
@@ -7,12 +8,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+import jax
 
 from jaxgen import convert
 from jaxgen.training import checkpoints
 
 # Errors that mean "the input is wrong", each with a message that names the fix: shown as one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, checkpoints.CheckpointError, FloatingPointError,
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, checkpoints.CheckpointError, FloatingPointError,
                convert.ConversionError)
 
 
@@ -22,6 +24,77 @@ def clear_errors():
     yield
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")
+
+
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Run as one process of several (TPU pod slice, multi-node GPU, or several processes on one "
+    "machine): calls jax.distributed.initialize() before anything else. Where JAX cannot detect the cluster (TPU, "
+    "SLURM and Open MPI it can) also pass --coordinator_address, --num_processes and --process_id.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost: HOST:PORT of process 0, where it serves the coordination "
+    "service (any free port; every process passes the same).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: how many processes the job has.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's index, 0 .. N-1.")
+_CONNECT_TIMEOUT = flags.DEFINE_integer(
+    "connect_timeout", 300, "With --multihost: seconds to wait for every process to connect before giving up.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "With --multihost: seconds after which a process that stopped answering (dead or hung) "
+    "is declared dead and every other process stops with an error instead of waiting for it forever.")
+_EXPLICIT = ("coordinator_address", "num_processes", "process_id")
+
+
+def distributed_options(multihost, coordinator_address=None, num_processes=None, process_id=None,
+                        connect_timeout=300, heartbeat_timeout=100):
+  """The keyword arguments of jax.distributed.initialize for the --multihost flags, or None without --multihost.
+
+  Raises ValueError, naming the fix, for a partial or inconsistent set of flags.
+  """
+  explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+  given = [k for k, v in explicit.items() if v is not None]
+  if not multihost:
+    if given:
+      raise ValueError(f"--{given[0]} only applies to a multi-process run; add --multihost.")
+    return None
+  if given and len(given) < len(explicit):
+    missing = [f"--{k}" for k in _EXPLICIT if explicit[k] is None]
+    raise ValueError(f"--multihost with {['--' + k for k in given]} also needs {missing} (or none of the three, "
+                     f"where JAX detects the cluster: TPU, SLURM, Open MPI).")
+  if coordinator_address is not None:
+    host, _, port = coordinator_address.rpartition(":")
+    if not host or not port.isdigit():
+      raise ValueError(f"--coordinator_address={coordinator_address!r} must be HOST:PORT, e.g. 127.0.0.1:12345 on "
+                       f"one machine or process 0's address on a cluster.")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f"--process_id={process_id} must be in 0 .. --num_processes-1 = {num_processes - 1}.")
+  for name, value in (("connect_timeout", connect_timeout), ("heartbeat_timeout", heartbeat_timeout)):
+    if value <= 0:
+      raise ValueError(f"--{name}={value} must be a positive number of seconds.")
+  return explicit | {"initialization_timeout": connect_timeout, "heartbeat_timeout_seconds": heartbeat_timeout}
+
+
+def initialize_distributed():
+  """Joins the multi-process job the --multihost flags describe (nothing without --multihost); call it first.
+
+  JAX's cluster detection fills in what is not given. On CPU the processes' collectives go over gloo (TCP). A
+  process that dies or hangs is noticed by the others within --heartbeat_timeout seconds: they then exit with
+  JAX's "detected fatal errors" message rather than wait forever.
+  """
+  options = distributed_options(_MULTIHOST.value, _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                                _PROCESS_ID.value, _CONNECT_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value)
+  if options is None:
+    return
+  if jax.config.jax_cpu_collectives_implementation is None:  # without one, CPU processes cannot exchange data
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**options)
+  except Exception as e:  # XLA's errors (timeouts, refused connections) are not public types
+    where = options["coordinator_address"] or "the detected coordinator"
+    raise ConnectionError(
+        f"could not join the multi-process job through {where} ({str(e).splitlines()[0][:300]}); start every "
+        f"process within --connect_timeout={options['initialization_timeout']} s of the others, with the same "
+        f"--coordinator_address and --num_processes and distinct --process_id.") from None
+  logging.getLogger("jaxgen").info("Process %d of %d; devices: %d here, %d in all.", jax.process_index(),
+                                   jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def _parse_flags(argv):
@@ -64,7 +137,8 @@ def _reexec_with_hugepage_malloc():
 
 
 def run(main):
-  """absl's app.run with jaxgen's progress on the console and the libraries' INFO chatter (orbax) hidden.
+  """absl's app.run with jaxgen's progress on the console and the libraries' INFO chatter (orbax) hidden, after
+joining the multi-process job that --multihost asks for (`initialize_distributed`).
 
   On Linux the process first re-executes itself with huge-page malloc (see `hugepage_malloc_env`).
   """
@@ -77,5 +151,7 @@ def run(main):
     jaxgen_logger.addHandler(handler)
     jaxgen_logger.setLevel(logging.INFO)
     jaxgen_logger.propagate = False
+    with clear_errors():
+      initialize_distributed()
     return main(argv)
   app.run(_main, flags_parser=_parse_flags)

@@ -16,6 +16,7 @@ import importlib
 import json
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import cli
@@ -60,7 +61,8 @@ def main(argv):
     s, state = trainer.restore_for_eval(_CONFIG.value, _WORKDIR.value)
     split = _SPLIT.value or s.config.eval_split
     results = evaluate(s, state, split, _EVALS.value)
-  print(json.dumps({"step": int(state["step"]), "dataset": s.config.dataset, "split": split} | results))
+  if jax.process_index() == 0:  # every process computes the results; one prints them
+    print(json.dumps({"step": int(state["step"]), "dataset": s.config.dataset, "split": split} | results))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ said by its `figures` docstring. Their options are config.figures keys, checked 
 import os
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import cli
@@ -37,7 +38,8 @@ def main(argv):
   with cli.clear_errors():
     s, state = trainer.restore_for_eval(_CONFIG.value, _WORKDIR.value)
     paths = write_figures(s, state, os.path.join(_WORKDIR.value, "samples"), _SEED.value)
-  print("\n".join(paths))
+  if jax.process_index() == 0:  # only process 0 writes the files (writers.save_png)
+    print("\n".join(paths))
 
 
 if __name__ == "__main__":

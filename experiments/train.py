@@ -1,7 +1,8 @@
 r"""Trains any jaxgen model: python -m experiments.train --config=experiments/configs/NAME.py[:variant] --workdir=DIR.
 
 Re-running the same command resumes from DIR's latest checkpoint. Override any config key with --config.key=value.
-On a TPU pod slice or several GPU hosts add --multihost (runs jax.distributed.initialize() first) on every host.
+On a TPU pod slice or several GPU hosts run it on every host with --multihost, plus --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I where JAX cannot detect the cluster (experiments/cli.py; README, "Several hosts").
 """
 import logging
 
@@ -15,15 +16,12 @@ from jaxgen.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pod slices, multi-host GPU).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
   logging.getLogger("jaxgen").info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                                    jax.process_count())
   with cli.clear_errors():
