@@ -7,6 +7,10 @@ the compilation once:
   C   1 process x 1 device:    step 3 resumed from A's step-2 checkpoint (concurrently with B)
   D   2 processes x 2 devices: step 3 resumed from B's step-2 checkpoint
 C and D run Glow only (RESUMED_ELSEWHERE).
+
+Measured 2026-11-30 (2 x 2 against 1 x 4, max relative difference of every train metric at steps 1-3 / the step-3
+evaluation): Glow 1.2e-7 / 0, NVAE 1.7e-7 / 4.1e-7, StyleGAN2 1.8e-7 / 4.1e-6 (FID/KID), LMConv 1.2e-7 / 1.8e-7;
+resumed 2 x 2 -> 1 x 4 within 1.8e-7 for all four, Glow 2 x 2 -> 1 x 1 within 1.1e-7.
 """
 import json
 import os
@@ -22,8 +26,13 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHILD = os.path.join(REPO, "tests", "multihost", "child.py")
-FAMILIES = {"glow": "glow_quickstart", "nvae": "nvae_quickstart", "stylegan2": "stylegan2_quickstart",
-            "lmconv": "lmconv_quickstart"}
+ALL_FAMILIES = {"glow": "glow_quickstart", "nvae": "nvae_quickstart", "stylegan2": "stylegan2_quickstart",
+                "lmconv": "lmconv_quickstart"}
+# The suite's time budget (15 min on 2 cores) affords Glow and NVAE (global BatchNorm statistics): about 2.5 CPU
+# minutes cold. StyleGAN2 (~5 CPU minutes: its 4-device step is a "very slow compile") and LMConv (~1.5) run with
+# JAXGEN_MULTIHOST_FAMILIES=all (or a comma list); all four agreed on 2026-11-30 (figures in the module docstring).
+_CHOSEN = os.environ.get("JAXGEN_MULTIHOST_FAMILIES", "glow,nvae")
+FAMILIES = {f: c for f, c in ALL_FAMILIES.items() if _CHOSEN == "all" or f in _CHOSEN.split(",")}
 # batch 4 = one example per device; 3 steps; checkpoints at 2 and 3; eval and samples at 3.
 OVERRIDES = {"batch_size": 4, "total_steps": 3, "log_every": 1, "eval_every": 3, "ckpt_every": 2}
 TIMEOUT = 1200  # per launch; a cold compilation cache on a busy 2-core machine needs minutes
