@@ -10,11 +10,11 @@ import dataclasses
 import functools
 import importlib
 import logging
-import os
 import signal
 import time
 from typing import Any
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -279,7 +279,7 @@ def train_and_evaluate(config, workdir):
         results = evaluate_state(s, state, num_examples=config.eval_examples)
         writer.write(step, {f"eval/{k}": v for k, v in results.items()})
         logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in results.items()})
-        write_samples(s, state, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
+        write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step:08d}.png")
       if step % config.ckpt_every == 0 or step == config.total_steps:
         checkpointer.save(state)
       if stop.requested:
