@@ -41,7 +41,8 @@ def get_config(arg=None):
 def smoke(config):
   """Every block and mapping layer at the real resolution, with 2 channels per layer; all regularisers on."""
   config.batch_size, config.total_steps = 2, 2
-  config.model = dict(config.model, z_dim=8, w_dim=8, channel_base=64, channel_max=2, mbstd_group_size=2,
+  resolution = config.model.image_shape[0]  # channels at r: min(channel_base // r, channel_max), so 2 everywhere
+  config.model = dict(config.model, z_dim=8, w_dim=8, channel_base=2 * resolution, channel_max=2, mbstd_group_size=2,
                       r1_interval=2, pl_interval=2)
   config.log_every, config.eval_every, config.ckpt_every = 1, 2, 2
   config.eval_examples, config.num_samples = 4, 2
