@@ -5,7 +5,7 @@ python -m experiments.prepare_data --source=PATH/celeba_hq_256 --dest=celebahq64
 python -m experiments.train --config=experiments/configs/lmconv_celebahq64.py --workdir=/tmp/lmconv_celebahq64 \
   --config.dataset=folder:celebahq64                      # or ...py:smoke (one step at 64x64, tiny widths)
 
-Data: CelebA-HQ (no TFDS download; official: openai/glow's 256x256 records, 27,000 / 3,000, bilinearly resized).
+Data: CelebA-HQ (no TFDS download; official: openai/glow's 256x256 records, 27,000 / 3,000, resized to 64).
 ajayjain/lmconv: `main.py -d celebahq --celeba_size 64 --n_bits 5 -b 24 --ours -md 2 -k 3 --normalization pono
 --order s_curve --nr_filters 320 -dp 0`, 750 epochs; hardware and time not stated. jaxgen: not run yet.
 """
