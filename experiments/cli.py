@@ -8,10 +8,12 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from jaxgen import convert
 from jaxgen.training import checkpoints
 
 # Errors that mean "the input is wrong", each with a message that names the fix: shown as one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, checkpoints.CheckpointError, FloatingPointError)
+USER_ERRORS = (ValueError, FileNotFoundError, checkpoints.CheckpointError, FloatingPointError,
+               convert.ConversionError)
 
 
 @contextlib.contextmanager

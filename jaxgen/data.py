@@ -1,4 +1,5 @@
-"""Input pipelines: TFDS datasets through `tfds.data_source` (array_record, random access, no TensorFlow), and
+"""Input pipelines: TFDS datasets through `tfds.data_source` (array_record, random access, no TensorFlow),
+`folder:DIR`, the user's own images as `python -m experiments.prepare_data` wrote them (`jaxgen.prepared`), and
 `digits`, real MNIST digits bundled with jaxgen so the quickstart needs no download.
 
 Batches are uint8 images `[B, H, W, C]` with int32 labels `[B]`. Training order is a pure function of
@@ -18,6 +19,7 @@ import importlib.resources
 import numpy as np
 
 BUNDLED = "digits"
+FOLDER = "folder:"  # prefix of a prepared image folder: "folder:DIR"
 BINARIZE_MODES = ("", "dynamic", "threshold")
 # Seeds of the data's randomness, [config.seed, ..., suffix]: each stream has its own suffix.
 INIT_SEED = 2**31 - 1  # the batch that data-dependent init sees
@@ -71,9 +73,14 @@ def _missing_data_error(name, data_dir, where):
 
 
 def load(name, split, data_dir=None):
-  """Returns a `Dataset` for `name` ("digits" or a TFDS name) and `split` ("train", "test", or a TFDS split)."""
+  """Returns a `Dataset` for `name` ("digits", "folder:DIR" or a TFDS name) and `split` ("train", "test", ...)."""
   if name == BUNDLED:
     return _load_bundled(split)
+  if name.startswith(FOLDER):
+    from jaxgen import prepared  # pylint: disable=g-import-not-at-top
+
+    source, info = prepared.open_split(name[len(FOLDER):], split)
+    return Dataset(name, split, len(source), tuple(info["image_shape"]), info["num_classes"], source)
   import tensorflow_datasets as tfds  # imported here: the bundled dataset and tests do not need it
 
   try:

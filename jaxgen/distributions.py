@@ -199,6 +199,23 @@ def discretized_logistic_mixture_sample(rng, params, num_channels=3, num_bits=8,
   return jnp.stack(ints, axis=-1)  # [..., C]
 
 
+def discretized_logistic_mixture_mean(params, num_channels=3):
+  """NVAE's "mean" image of the mixture (official distributions.py `DiscMixLogistic.mean`), floats [..., C] in
+  [-1, 1]: the mixture-weighted means and coefficients, channel c = clip(mu_c + sum_{j<c} alpha(c, j) x_j, -1, 1)
+  on the already clipped earlier channels. (Not the exact mean of the mixture; what NVAE's FID samples are.)"""
+  logits, means, _, coeffs = _dmol_unpack(params, num_channels)
+  weights = jax.nn.softmax(logits, axis=-1)[..., None, :]  # [..., 1, K]
+  mu, alpha = (means * weights).sum(-1), (coeffs * weights).sum(-1)  # [..., C], [..., C(C-1)/2]
+  xs, pair = [], 0
+  for ch in range(num_channels):
+    m = mu[..., ch]
+    for j in range(ch):
+      m = m + alpha[..., pair] * xs[j]
+      pair += 1
+    xs.append(jnp.clip(m, -1.0, 1.0))
+  return jnp.stack(xs, axis=-1)  # [..., C]
+
+
 # ----------------------------------------------------------------------------------------------
 # Bernoulli from logits.
 # ----------------------------------------------------------------------------------------------

@@ -170,3 +170,19 @@ def test_bernoulli_log_prob_and_sample():
   np.testing.assert_allclose(dist.bernoulli_log_prob(x, logits), want, rtol=1e-5)
   s = jax.jit(dist.bernoulli_sample)(jax.random.key(2), jnp.broadcast_to(logits[0], (20000,) + logits.shape[1:]))
   np.testing.assert_allclose(s.mean(0), p[0], atol=0.02)
+
+
+def test_dmol_mean_is_nvaes_weighted_and_clipped_coupled_mean():
+  # K = 2 components with logits (0, log 3): weights 1/4, 3/4. Raw coefficients atanh(.) so alpha = 0.5, -1, 0.25.
+  k, c = 2, 3
+  logits = [0.0, np.log(3.0)]
+  means = [[0.4, 0.8], [-0.2, 0.2], [0.9, 0.9]]  # [C, K]: weighted 0.7, 0.1, 0.9
+  coeffs = np.arctanh([[0.5, 0.5], [-1 + 1e-7, -1 + 1e-7], [0.25, 0.25]])  # pairs (G|R), (B|R), (B|G)
+  params = np.concatenate([logits, np.ravel(means), np.full(c * k, -3.0), np.ravel(coeffs)])[None].astype(np.float32)
+  r = 0.7
+  g = 0.1 + 0.5 * r  # 0.45
+  b = np.clip(0.9 - 1.0 * r + 0.25 * g, -1, 1)
+  np.testing.assert_allclose(dist.discretized_logistic_mixture_mean(jnp.asarray(params), c)[0], [r, g, b], atol=1e-5)
+  params[0, k:k + k] = 2.0  # R's means beyond 1 are clipped before G and B use R
+  np.testing.assert_allclose(dist.discretized_logistic_mixture_mean(jnp.asarray(params), c)[0, :2],
+                             [1.0, 0.1 + 0.5], atol=1e-5)

@@ -17,8 +17,9 @@ def get_config(arg=None):
   config.dataset = "folder:celebahq256"  # what experiments.prepare_data wrote (--dest)
   config.batch_size, config.total_steps = 40, 500_000  # 40 GPUs x 1; openai/glow runs until stopped
   config.model.update(image_shape=(256, 256, 3), levels=6, depth=32, coupling="additive", num_bits=5)
-  # openai/glow warms up over 10 x 50,000 images counted at the 32x32 anchor (40 x 64 per step): 196 steps.
-  config.optimizer = dict(config.optimizer, warmup_steps=196)
+  # openai/glow counts images at the 32x32 anchor, 40 x 64 per step: an epoch of 50,000 is ceil(50000 / 2560) = 20
+  # steps (Adamax beta2 = 1 - 1/20), the warm-up of 10 x 50,000 images 196 steps.
+  config.optimizer = dict(config.optimizer, b2=1 - 1 / 20, warmup_steps=196)
   config.eval_batch_size = 40
   config.num_samples = 16  # openai/glow draws 4 x 4 grids above 64x64
   config.log_every, config.eval_every, config.ckpt_every = 100, 10_000, 5_000

@@ -16,7 +16,9 @@ def get_config(arg=None):
   config = glow_cifar10.get_config()
   config.dataset = "downsampled_imagenet/32x32"  # TFDS name; its held-out split is "validation"
   config.eval_split = "validation"
-  config.batch_size, config.total_steps = 512, 400_000  # 8 GPUs x 64; ~160 epochs (openai/glow runs until stopped)
+  # 8 GPUs x 64, so glow_cifar10's Adamax (beta2 from openai's 50k-image epoch) and warm-up hold unchanged;
+  # ~160 epochs of ImageNet (openai/glow runs until stopped).
+  config.batch_size, config.total_steps = 512, 400_000
   config.model.update(depth=48)
   config.ckpt_every, config.eval_every = 10_000, 10_000
   if arg == "smoke":  # the real 32x32 x 3-level structure, one step per flow level, 4 hidden channels

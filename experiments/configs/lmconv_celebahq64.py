@@ -19,8 +19,9 @@ def get_config(arg=None):
   config = lmconv_cifar10.get_config()
   config.dataset = "folder:celebahq64"  # what experiments.prepare_data wrote (--dest)
   config.batch_size, config.total_steps = 24, 750 * STEPS_PER_EPOCH
-  # 5-bit: needs LMConv's reduction of 8-bit images to num_bits (faithfulness review L1, fixed on its own branch).
   config.model.update(image_shape=(64, 64, 3), nr_filters=320, num_bits=5)
+  official_scale = 24 * 64 * 64 * 3  # batch x dimensions: official summed loss / jaxgen loss (lmconv_cifar10.py)
+  config.optimizer = dict(config.optimizer, eps=1e-8 / official_scale, grad_clip_norm=2e6 / official_scale)
   config.eval_batch_size = 24
   config.log_every, config.eval_every, config.ckpt_every = 100, 10 * STEPS_PER_EPOCH, STEPS_PER_EPOCH
   if arg == "smoke":  # the real 64x64 masks and dilations, no resnets, 4 filters

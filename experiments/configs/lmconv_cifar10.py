@@ -14,6 +14,16 @@ import ml_collections
 
 from jaxgen.autoregressive import orders
 
+# The official loss is the batch's summed nats (main.py, no --minimize_bpd), jaxgen's the mean nats per dimension:
+# gradients 1 / (32 x 3072) of the official ones. Scaling the clip threshold (-c 2e6) and Adam's eps (1e-8) by the
+# same factor makes the updates the official ones. Remaining differences from ajayjain/lmconv, none measured:
+# - NIN layers (gated-resnet skips, output) are plain dense layers; official ones are weight-normalised even with
+#   --normalization pono (same function class and initial distribution, other optimisation dynamics).
+# - Constant lr; official StepLR(gamma 0.999995) per epoch (x0.9975 after 500 epochs). Length: not published.
+#   (No batch statistics on either side: PONO normalises each example, so data parallelism changes nothing.)
+# - Evaluation on the whole test split (official drop_last: 9,984 images); DMOL bin masses exact where the official
+#   code switches to density x width (bins below 1e-5); samples rounded to the grid, no mixture temperature.
+
 
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
@@ -25,7 +35,9 @@ def get_config(arg=None):
   config.model = dict(image_shape=(32, 32, 3), likelihood="dmol", nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
                       kernel_size=3, max_dilation=2, dropout_rate=0.0, normalization="pono",
                       train_orders=orders.S_CURVES, eval_orders=orders.S_CURVES, remat=False)
-  config.optimizer = dict(name="adam", lr=2e-4, b1=0.9, b2=0.999, schedule="constant", grad_clip_norm=2e6)
+  official_scale = 32 * 32 * 32 * 3  # batch x dimensions: official loss / jaxgen loss
+  config.optimizer = dict(name="adam", lr=2e-4, b1=0.9, b2=0.999, eps=1e-8 / official_scale, schedule="constant",
+                          grad_clip_norm=2e6 / official_scale)  # -c 2e6 on the official summed loss
   config.ema_decay = 0.0  # the paper evaluates the raw parameters (checkpoint averaging is optional)
   config.log_every, config.eval_every, config.ckpt_every = 100, 4 * 1563, 1563  # test every 4 epochs, as the README
   config.eval_batch_size, config.eval_examples = 32, 0  # 0: the whole test split

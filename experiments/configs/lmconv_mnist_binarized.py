@@ -12,6 +12,11 @@ import ml_collections
 
 from jaxgen.autoregressive import orders
 
+# Adam's eps and the clip threshold are the official ones (1e-8, -c 2e6 of the CIFAR-10 command) scaled to jaxgen's
+# loss, mean nats per dimension instead of the batch's summed nats: 1 / (32 x 784). The remaining differences from
+# ajayjain/lmconv are lmconv_cifar10.py's (weight-normalised NINs, lr decay, drop_last); the output is one Bernoulli
+# logit instead of a 2-way softmax (the same distributions).
+
 
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
@@ -24,7 +29,9 @@ def get_config(arg=None):
   config.model = dict(image_shape=(28, 28, 1), likelihood="bernoulli", nr_resnet=5, nr_filters=160,
                       kernel_size=3, max_dilation=2, dropout_rate=0.0, normalization="pono",
                       train_orders=orders.S_CURVES, eval_orders=orders.S_CURVES, remat=False)
-  config.optimizer = dict(name="adam", lr=2e-4, b1=0.9, b2=0.999, schedule="constant", grad_clip_norm=2e6)
+  official_scale = 32 * 28 * 28  # batch x dimensions: official loss / jaxgen loss
+  config.optimizer = dict(name="adam", lr=2e-4, b1=0.9, b2=0.999, eps=1e-8 / official_scale, schedule="constant",
+                          grad_clip_norm=2e6 / official_scale)  # -c 2e6 on the official summed loss
   config.ema_decay = 0.0
   config.log_every, config.eval_every, config.ckpt_every = 100, 4 * 1875, 1875
   config.eval_batch_size, config.eval_examples = 32, 0  # 0: the whole test split

@@ -7,10 +7,21 @@ python -m experiments.evaluate --config=experiments/configs/nvae_cifar10.py --wo
   --config.data_dir=/path/to/tensorflow_datasets --config.iw_samples=1000   # the paper's figure: eval/iw_nll_bpd
 python -m experiments.benchmark --config=experiments/configs/nvae_cifar10.py:bench   # training-step throughput
 
-Variants: `:smoke`, a seconds-long CPU check; `:bench`, the size the official code was timed at (batch 8).
+Variants: `:smoke`, a seconds-long CPU check; `:bench`, the size the official code was timed at (batch 8). FID as
+NVAE measures it: --evals=sample_quality (protocol "nvae") with --config.sample_metrics.inception_path=pt_inception.npz.
 jaxgen: not yet trained at this size (README.md's results table; `:bench` throughput in BENCHMARKS.md).
 """
 import ml_collections
+
+# Remaining differences from NVlabs/NVAE (train.py, evaluate.py, utils.py), none measured:
+# - fp32 throughout (official: fp16 autocast with a GradScaler that skips only inf/NaN steps); jaxgen also skips
+#   updates with a gradient norm above skip_grad_norm.
+# - KL-balancing coefficients from the global batch of 256 (official: per GPU, 32 images). BatchNorm statistics come
+#   from the global batch in both (official SyncBatchNorm); flax tracks the biased batch variance (torch: unbiased).
+# - Cosine lr decay per step after the warm-up (official: stepped once per epoch).
+# - Samples for grids and figures: temperature also scales the pixels' logistic noise and channels are coupled to
+#   the rounded earlier channels (official: latents only, continuous coupling); 50 BN re-adjustment passes per
+#   progress grid (official: 500). The "nvae" FID protocol follows the official one, with means rounded to 8 bits.
 
 STEPS_PER_EPOCH = 195  # 50k images / (8 GPUs x 32)
 
@@ -42,6 +53,7 @@ def get_config(arg=None):
   config.num_samples, config.sample_temperature = 64, 0.7
   config.readjust_bn_iterations = 50  # BN re-adjustment passes before each sample grid
   config.figures = dict(temperatures=(0.0, 0.25, 0.5, 0.75, 1.0), num=10, readjust_bn_iterations=500)  # paper: 500
+  config.sample_metrics = dict(protocol="nvae")  # BN re-adjusted at sample_temperature (--temp), as evaluate.py
   if arg == "bench":
     config.batch_size = 8
     config.model = dict(config.model, num_channels_enc=32, num_channels_dec=32, num_groups_per_scale=5,

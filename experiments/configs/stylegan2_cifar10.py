@@ -6,15 +6,21 @@ python -m experiments.train --config=experiments/configs/stylegan2_cifar10.py --
   --config.data_dir=/path/to/tensorflow_datasets   # or ...py:smoke (seconds), ...py:bench (speed)
   # class-conditional, as the released cifar10.pkl: add --config.model.num_classes=10
 
-G 19.9M, D 20.7M parameters. Inception FID against the 50k training images: --config.sample_metrics.extractor=
-inception --config.sample_metrics.inception_path=inception_fid.npz (README.md). `:bench` is the same networks at batch
-8 (BENCHMARKS.md); `:smoke` is a seconds-long check.
+G 19.9M, D 20.7M parameters. FID as fid50k_full (protocol "stylegan2-ada": 50k samples, the 50k training images,
+NVIDIA's Inception): --config.sample_metrics.inception_path=FILE.npz; protocol='' uses the offline classifier.
+`:bench` is the same networks at batch 8 (BENCHMARKS.md); `:smoke` is a seconds-long check.
 """
 import ml_collections
 
 # stylegan2-ada-pytorch train.py cfg_specs['cifar'] (ref_gpus=2, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01,
 # ema=500, ramp=0.05, map=2, kimg=100000) and its `if cfg == 'cifar'` branch (pl_weight=0, style_mixing_prob=0,
-# D 'orig'), as --fp32=1 (no fp16 layers, no conv clamp).
+# D 'orig'), as --fp32=1 (no fp16 layers, no conv clamp). Remaining differences, none measured:
+# - No ADA (official default --aug=ada, target 0.6): expect a worse FID than the papers'.
+# - Generated labels of a conditional model are the real batch's labels permuted (official: drawn from the
+#   dataset); path-length mean and minibatch-stddev groups over the global batch (official: per GPU; same group
+#   size, and pl_weight = 0 here).
+# - Precision/recall use the Inception (or classifier) features of the FID (official pr50k3: VGG16, float16) and
+#   the FID covariance is unbiased (official: biased, negligible at 50k).
 
 
 def get_config(arg=None):
@@ -31,11 +37,12 @@ def get_config(arg=None):
   config.optimizer = dict(generator=dict(lr=0.0025), discriminator=dict(lr=0.0025), betas=(0.0, 0.99), eps=1e-8)
   config.log_every, config.eval_every, config.ckpt_every = 100, 50_000, 10_000
   config.eval_split, config.eval_examples = "train", 0  # FID against the training images, as the official fid50k_full
-  config.sample_metrics = dict(num_samples=50_000)
+  config.sample_metrics = dict(protocol="stylegan2-ada")  # fid50k_full: 50k samples, whole train split
   config.num_samples = 64
   config.figures = dict(psis=(0.0, 0.25, 0.5, 0.75, 1.0), num=10, mix=5)  # experiments.sample
   if arg == "bench":
     config.batch_size = 8
+    config.sample_metrics = dict(protocol="")  # times training steps only: no Inception weights needed
   elif arg == "smoke":
     config.batch_size, config.total_steps = 4, 2
     config.model = dict(config.model, z_dim=16, w_dim=16, channel_base=64, channel_max=8, r1_interval=2)

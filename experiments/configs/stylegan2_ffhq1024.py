@@ -3,11 +3,11 @@ x-flips, which jaxgen does not do: expect worse), as stylegan2-ada-pytorch `--cf
 
 python -m experiments.prepare_data --source=PATH/images1024x1024 --dest=ffhq1024
 python -m experiments.train --config=experiments/configs/stylegan2_ffhq1024.py --workdir=/tmp/stylegan2_ffhq1024 \
-  --config.dataset=folder:ffhq1024                        # or ...py:smoke (one step at 1024x1024), ...py:paper1024
+  --config.dataset=folder:ffhq1024 --config.sample_metrics.inception_path=FILE.npz   # or ...py:smoke, :paper1024
 
 Data: the 70,000 FFHQ images (no TFDS download). Batch 32 on 8 V100s for 25M images: 9 days 18 hours (NVlabs/
-stylegan2 README). `:paper1024` is the ADA paper's 1024 baseline (R1 gamma 2). Inception FID:
---config.sample_metrics.extractor=inception (README.md). jaxgen: not run yet (needs an accelerator).
+stylegan2 README). `:paper1024` is the ADA paper's 1024 baseline (R1 gamma 2). FID as stylegan2_ffhq256.py.
+jaxgen: not run yet (needs an accelerator).
 """
 from experiments.configs import stylegan2_ffhq256
 

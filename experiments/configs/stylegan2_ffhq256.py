@@ -3,11 +3,11 @@ with x-flips (140k images; Karras et al. 2020b, Fig. 7); jaxgen has no x-flips: 
 
 python -m experiments.prepare_data --source=PATH/images1024x1024 --dest=ffhq256 --resolution=256
 python -m experiments.train --config=experiments/configs/stylegan2_ffhq256.py --workdir=/tmp/stylegan2_ffhq256 \
-  --config.dataset=folder:ffhq256                         # or ...py:smoke (one step at 256x256, tiny widths)
+  --config.dataset=folder:ffhq256 --config.sample_metrics.inception_path=FILE.npz   # or ...py:smoke
 
 Data: the 70,000 FFHQ images (no TFDS download); the ADA README resizes with a box filter to match its FIDs (#283).
-Batch 64 on 8 V100s for 25M images: 1 day 11 hours in the official mixed precision (ADA README). Inception FID:
---config.sample_metrics.extractor=inception (README.md). jaxgen: not run yet (needs an accelerator).
+Batch 64 on 8 V100s for 25M images: 1 day 11 hours in the official mixed precision (ADA README). FID as
+fid50k_full (protocol "stylegan2-ada", NVIDIA's Inception; README.md). jaxgen: not run yet (needs an accelerator).
 """
 import ml_collections
 
@@ -28,7 +28,7 @@ def get_config(arg=None):
   config.optimizer = dict(generator=dict(lr=0.0025), discriminator=dict(lr=0.0025), betas=(0.0, 0.99), eps=1e-8)
   config.log_every, config.eval_every, config.ckpt_every = 100, 20_000, 5_000
   config.eval_split, config.eval_examples = "train", 0  # FID against the training images (official fid50k_full)
-  config.sample_metrics = dict(num_samples=50_000)
+  config.sample_metrics = dict(protocol="stylegan2-ada")  # fid50k_full: 50k samples, whole train split
   config.num_samples = 16
   config.figures = dict(psis=(0.0, 0.25, 0.5, 0.75, 1.0), num=10, mix=5)  # experiments.sample
   if arg == "smoke":

@@ -114,7 +114,8 @@ class Model(nn.Module):
     normalization: "pono" (official `--normalization pono`) or "none".
     train_orders: names (see `orders.build`) from which one is drawn per training batch.
     eval_orders: names for evaluation; the first is the single order, all of them the ensemble.
-    num_bits: bits per sub-pixel for "dmol".
+    num_bits: bits per sub-pixel for "dmol" (5 for the official CelebA-HQ model). Images stay 8-bit in and out:
+      they are floored to num_bits levels inside, and samples are returned as 8-bit values of their levels.
     remat: recompute each gated resnet in the backward pass instead of storing its activations (the
       official `--rematerialize`); saves memory, costs about one more forward pass.
   """
@@ -148,6 +149,8 @@ class Model(nn.Module):
   def _num_outputs(self):
     c = self._hwc[2]
     if self.likelihood == "dmol":
+      if not 1 <= self.num_bits <= 8:
+        raise ValueError(f"num_bits={self.num_bits}: images are 8-bit, so use 1..8 bits per sub-pixel.")
       return distributions.dmol_num_params(c, self.nr_logistic_mix)
     if self.likelihood == "bernoulli":
       return c
@@ -275,8 +278,22 @@ class Model(nn.Module):
 
   # ------------------------------------------------------------------------------------ likelihoods
 
+  def _levels(self, images):
+    """8-bit images (the pipeline's uint8) -> int32 levels 0..2^num_bits - 1: floor(x / 2^(8 - num_bits)), as the
+    official `--n_bits` (and Glow, NVAE). Bernoulli images (0/1) pass unchanged."""
+    x = jnp.asarray(images)
+    if self.likelihood == "bernoulli" or self.num_bits == 8:
+      return x
+    return jnp.floor_divide(x.astype(jnp.int32), 2 ** (8 - self.num_bits))
+
+  def _to_8bit(self, levels):
+    """int levels 0..2^num_bits - 1 -> uint8 8-bit values (the bin's lowest, as Glow's postprocess)."""
+    if self.likelihood == "bernoulli":
+      return levels.astype(jnp.uint8)
+    return (levels * 2 ** (8 - self.num_bits)).astype(jnp.uint8)
+
   def _to_input(self, images):
-    """uint8 / int images -> network input in [-1, 1]."""
+    """int levels (`_levels`) -> network input in [-1, 1]."""
     x = jnp.asarray(images)
     if self.likelihood == "bernoulli":
       return 2.0 * x.astype(jnp.float32) - 1.0
@@ -298,13 +315,14 @@ class Model(nn.Module):
   def log_prob_per_pixel_with_masks(self, images, masks, train=False):
     """log p(x_p | x_<p) at every pixel, joint over its channels, in nats.  -> [B, H, W]."""
     self._check_images(images)
-    params = self.network(self._to_input(images), masks, train)
-    return self._per_pixel_from_params(images, params)
+    levels = self._levels(images)
+    return self._per_pixel_from_params(levels, self.network(self._to_input(levels), masks, train))
 
   def log_prob_per_pixel(self, images, order=None):
     """Per-pixel conditional log-likelihoods under `order` (name, array, or None = eval_orders[0]).  [B, H, W]."""
     self._check_images(images)
-    return self._per_pixel_from_params(images, self.params_for(self._to_input(images), order))
+    levels = self._levels(images)
+    return self._per_pixel_from_params(levels, self.params_for(self._to_input(levels), order))
 
   def log_prob(self, images, order=None):
     """log p(x | order) in nats per image.  images: integer [B, H, W, C] (0/1 for bernoulli).  -> [B]."""
@@ -324,6 +342,7 @@ class Model(nn.Module):
     dims = h * w * c
     if train:
       self._check_images(images)
+      images = self._levels(images)
       names = tuple(self.train_orders)
       pick = jax.random.randint(self.make_rng("sample"), (), 0, len(names)) if len(names) > 1 else 0
       frame = self._frame(names)
@@ -390,9 +409,9 @@ class Model(nn.Module):
     order = self.eval_orders[0] if order is None else order
     name = order if isinstance(order, str) else None
     order = jnp.broadcast_to(jnp.asarray(self.order_array(order)), (num, h * w, 2))
-    canvas = jnp.zeros((num, h, w, c), jnp.int32)
+    canvas = jnp.zeros((num, h, w, c), jnp.int32)  # levels
     observed = jnp.zeros((num, h, w), bool)
-    return self._sample_loop(rng, canvas, order, observed, 0, temperature, name).astype(jnp.uint8)
+    return self._to_8bit(self._sample_loop(rng, canvas, order, observed, 0, temperature, name))
 
   def _named(self, order):
     """The name among eval_orders / train_orders of a numpy order [H*W, 2], or None."""
@@ -414,13 +433,13 @@ class Model(nn.Module):
       images: integer [B, H, W, C]; observed: bool [H, W] (numpy: one order for the batch, built once, with
         constant masks) or [B, H, W] (an order per example, built in the graph).
     Returns:
-      (completed uint8 [B, H, W, C] equal to `images` on observed pixels,
+      (completed uint8 [B, H, W, C] equal to `images` on observed pixels (their num_bits levels, as 8-bit values),
        log p(x_missing | x_observed) of the given images in nats [B], summed over the missing pixels).
     """
     self._check_images(images)
     b = images.shape[0]
     h, w, _ = self._hwc
-    canvas = jnp.asarray(images).astype(jnp.int32)
+    canvas = self._levels(images).astype(jnp.int32)
     if isinstance(observed, np.ndarray) and observed.ndim == 2 and not isinstance(order, jax.Array):
       observed = observed.astype(bool)
       order = self.completion_orders(observed)[0] if order is None else order
@@ -431,7 +450,7 @@ class Model(nn.Module):
       completed = self._sample_loop(rng, canvas, jnp.broadcast_to(jnp.asarray(seq), (b, h * w, 2)),
                                     jnp.broadcast_to(jnp.asarray(observed), (b, h, w)), int(observed.sum()),
                                     temperature, name, None if name is not None else self.masks_for(seq))
-      return completed.astype(jnp.uint8), cond_log_prob
+      return self._to_8bit(completed), cond_log_prob
     observed = jnp.broadcast_to(jnp.asarray(observed, bool), (b, h, w))
     base = jnp.asarray(self.order_array(order))
     orders = jax.vmap(lambda obs: orders_lib.observed_first(base, obs, xp=jnp))(observed)  # [B, H*W, 2]
@@ -439,7 +458,7 @@ class Model(nn.Module):
     cond_log_prob = jnp.where(observed, 0.0, per_pixel).sum(axis=(1, 2))
     start = observed.sum(axis=(1, 2)).min()
     completed = self._sample_loop(rng, canvas, orders, observed, start, temperature)
-    return completed.astype(jnp.uint8), cond_log_prob
+    return self._to_8bit(completed), cond_log_prob
 
   def completion_orders(self, observed):
     """The eval_orders that already visit every observed pixel first (for observed = the bottom half and the

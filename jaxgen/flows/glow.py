@@ -143,7 +143,7 @@ class Model(nn.Module):
       self.top = self.param("top", nn.initializers.zeros, (2 * c_top,))  # [mean, log_std] per channel
     if self.num_classes:
       self.top_from_label = nn.Dense(2 * c_top, kernel_init=nn.initializers.zeros)
-      if self.class_loss_weight:
+      if self.class_loss_weight:  # openai/glow --weight_y: a linear classifier of the mean top z
         self.classifier = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros)
 
   @property
@@ -170,8 +170,8 @@ class Model(nn.Module):
       h = h + self.top_from_label(jax.nn.one_hot(labels, self.num_classes))
     return h[:, None, None, :c_top], h[:, None, None, c_top:]  # [B, 1, 1, C_top] each
 
-  def forward_and_log_det(self, x, labels=None):
-    """x: [B, H, W, C] continuous (dequantised, in [-1/2, 1/2)) -> (eps: list of [B, h, w, c], log_det [B])."""
+  def _encode(self, x):
+    """x -> (top z before its prior [B, h, w, c], split latents eps, log_det [B]) of the flow steps and splits."""
     if tuple(x.shape[1:]) != tuple(self.image_shape):
       raise ValueError(f"Glow was built for images of shape {tuple(self.image_shape)}, got {tuple(x.shape[1:])}.")
     z, log_det = layers.squeeze(x), jnp.zeros(x.shape[:1])
@@ -184,10 +184,25 @@ class Model(nn.Module):
         eps.append(e)
         log_det += ld
         z = layers.squeeze(z)
-    mean, log_std = self._top_mean_and_log_std(x.shape[0], labels)
-    eps.append((z - mean) * jnp.exp(-log_std))
-    log_det -= jnp.sum(jnp.broadcast_to(log_std, z.shape), axis=(1, 2, 3))
-    return eps, log_det
+    return z, eps, log_det
+
+  def _with_top_prior(self, z, eps, log_det, labels):
+    mean, log_std = self._top_mean_and_log_std(z.shape[0], labels)
+    log_det = log_det - jnp.sum(jnp.broadcast_to(log_std, z.shape), axis=(1, 2, 3))
+    return eps + [(z - mean) * jnp.exp(-log_std)], log_det
+
+  def forward_and_log_det(self, x, labels=None):
+    """x: [B, H, W, C] continuous (dequantised, in [-1/2, 1/2)) -> (eps: list of [B, h, w, c], log_det [B])."""
+    return self._with_top_prior(*self._encode(x), labels)
+
+  def _class_logits(self, z):
+    """Classifier logits [B, num_classes] from the top z before its prior (openai/glow model.py: `h_y =
+    reduce_mean(z, [1, 2])`), which does not depend on the label the prior is conditioned on."""
+    return self.classifier(jnp.mean(z, axis=(1, 2)))
+
+  @property
+  def _classifies(self):
+    return bool(self.num_classes and self.class_loss_weight)
 
   def inverse_and_log_det(self, eps, labels=None):
     """eps: list of latents as from `forward_and_log_det` -> (x [B, H, W, C], log_det [B])."""
@@ -227,8 +242,12 @@ class Model(nn.Module):
     return (bins * 2 ** (8 - self.num_bits)).astype(jnp.uint8)
 
   def __call__(self, images, labels=None):
-    """Latents of images (uniform dequantisation noise from the "sample" stream).  Also what `init` runs."""
-    return self.forward_and_log_det(self.preprocess(images), labels)
+    """Latents of images (uniform dequantisation noise from the "sample" stream).  Also what `init` runs, so it calls
+    every submodule `losses` uses, the classifier included (its parameters exist only if init created them)."""
+    z, eps, log_det = self._encode(self.preprocess(images))
+    if self._classifies:
+      self._class_logits(z)
+    return self._with_top_prior(z, eps, log_det, labels)
 
   def log_prob(self, images, labels=None, noise=None):
     """log p(images) in nats per example, [B]: the dequantised continuous log-density minus D log(n_bins).
@@ -242,13 +261,14 @@ class Model(nn.Module):
   def losses(self, images, labels=None, *, train=True, step=None):
     """Per-example training terms: "loss" (bits/dim, plus weighted classifier bits), "bpd", ...  All [B]."""
     del train, step  # Glow has no train-time-only behaviour and no schedules.
-    eps, log_det = self.forward_and_log_det(self.preprocess(images), labels)
+    z, eps, log_det = self._encode(self.preprocess(images))
+    eps, log_det = self._with_top_prior(z, eps, log_det, labels)
     dims = np.prod(self.image_shape)
     nll = -(layers.flow_log_prob(eps, log_det) - dims * np.log(self.num_bins))
     bpd = nll / (dims * np.log(2.0))
     out = {"loss": bpd, "bpd": bpd, "nll_nats": nll, "log_det": log_det / dims}
-    if self.num_classes and self.class_loss_weight:
-      logits = self.classifier(jnp.mean(eps[-1], axis=(1, 2)))  # openai/glow: mean of the top z over space
+    if self._classifies:
+      logits = self._class_logits(z)
       bits_y = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:, 0] / np.log(2.0)
       out["loss"] = bpd + self.class_loss_weight * bits_y
       out["class_bits"] = bits_y

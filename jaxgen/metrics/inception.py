@@ -16,8 +16,9 @@ Converting the standard public weights (do this once, on any machine with torch)
 then `variables = inception.load_variables("inception_fid.npz")` and
 `feats = inception.pool3_features(variables, images_uint8)`. torchvision's ImageNet `inception_v3` state dict
 has the same names (the blocks differ slightly from the FID graph, so its FIDs are not comparable to papers').
-Input handling follows pytorch-fid: bilinear resize to 299x299 (half-pixel centres), then x / 127.5 - 1; the
-TF graph's own resize differs slightly, so expect FIDs within a few tenths of TF-computed ones, not bit-equal.
+Input handling follows pytorch-fid by default: bilinear resize to 299x299 (half-pixel centres), then x / 127.5 - 1;
+`resize="stylegan2_ada"` takes the TF graph's own resize and scaling instead, as StyleGAN2-ADA's detector does
+(same weights; config.sample_metrics.inception_detector='stylegan2-ada'). `jaxgen.convert.inception` converts the weights.
 """
 import functools
 from typing import Sequence
@@ -158,11 +159,37 @@ class InceptionV3(nn.Module):
     return jnp.mean(x, axis=(1, 2))  # [B, 2048]
 
 
-def preprocess(images, size=299):
-  """uint8 [B, H, W, C] (C = 1 or 3) -> float [B, size, size, 3] in [-1, 1]: bilinear resize, gray -> RGB."""
+RESIZES = ("pytorch_fid", "stylegan2_ada")
+
+
+def _tf_resize_matrix(n_in, n_out):
+  """[n_out, n_in] bilinear weights sampling input position i * n_in / n_out, clamped to the last pixel: TF's legacy
+  (align_corners=False, no half-pixel) resize, which StyleGAN2-ADA's detector reproduces with affine_grid
+  (theta offset 1/W - 1/299) and grid_sample(bilinear, padding_mode="border")."""
+  pos = np.minimum(np.arange(n_out) * n_in / n_out, n_in - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, n_in - 1)
+  m = np.zeros([n_out, n_in], np.float32)
+  m[np.arange(n_out), lo] += (1.0 - (pos - lo)).astype(np.float32)
+  m[np.arange(n_out), hi] += (pos - lo).astype(np.float32)
+  return m
+
+
+def preprocess(images, size=299, resize="pytorch_fid"):
+  """uint8 [B, H, W, C] (C = 1 or 3) -> float [B, size, size, 3] (gray -> RGB).
+
+  resize "pytorch_fid": bilinear with half-pixel centres, then x / 127.5 - 1 (pytorch-fid, NVAE's FIDs);
+  "stylegan2_ada": TF's legacy bilinear resize (`_tf_resize_matrix`), then (x - 128) / 128 (StyleGAN2-ADA's
+  TorchScript detector, metrics/frechet_inception_distance.py).
+  """
+  if resize not in RESIZES:
+    raise ValueError(f"resize={resize!r}: use one of {RESIZES}.")
   x = images.astype(jnp.float32)
   if x.shape[-1] == 1:
     x = jnp.repeat(x, 3, axis=-1)
+  if resize == "stylegan2_ada":
+    mh, mw = _tf_resize_matrix(x.shape[1], size), _tf_resize_matrix(x.shape[2], size)
+    return (jnp.einsum("ph,qw,bhwc->bpqc", mh, mw, x) - 128.0) / 128.0
   if x.shape[1:3] != (size, size):
     x = jax.image.resize(x, (x.shape[0], size, size, 3), method="bilinear", antialias=False)
   return x / 127.5 - 1.0
@@ -229,10 +256,10 @@ def load_variables(path):
   return variables
 
 
-def pool3_features(variables, images, batch_size=200):
-  """pool3 features [N, 2048] (numpy float64) of uint8 images [N, H, W, C], in batches."""
+def pool3_features(variables, images, batch_size=200, resize="pytorch_fid"):
+  """pool3 features [N, 2048] (numpy float64) of uint8 images [N, H, W, C], in batches (`preprocess`'s resize)."""
   model = InceptionV3()
-  fn = jax.jit(lambda v, x: model.apply(v, preprocess(x)))
+  fn = jax.jit(lambda v, x: model.apply(v, preprocess(x, resize=resize)))
   feats = [np.asarray(fn(variables, images[i: i + batch_size]), np.float64)
            for i in range(0, len(images), batch_size)]
   return np.concatenate(feats, axis=0)

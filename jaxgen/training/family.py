@@ -42,7 +42,7 @@ class Family(NamedTuple):
       The results from eval_step's sums totalled over a split (numpy); e.g. means, or NVAE's active units.
   sample_images(state, rng, labels, *, model, config) -> uint8 [N, H, W, C]
       N = labels.shape[0] samples for the trainer's grids and the sample-quality metrics (labels condition
-      class-conditional models and are ignored by the others).
+      class-conditional models and are ignored by the others): 0/1 images for binarized data, else 8-bit values.
   figures(s, state, *, seed, **options) -> {file name: uint8 [H, W, C] picture}
       The family's own pictures (temperature sweeps, interpolations, completions, truncation, style mixing) that
       `experiments.sample` writes. `s` is the trainer's `Setup`; `options` are `figure_options` updated by

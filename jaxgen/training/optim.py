@@ -3,12 +3,18 @@
 Weight decay: `weight_decay` is AdamW's decoupled decay (name="adamw" only); `l2_weight_decay` is the coupled L2
 penalty of torch.optim's `weight_decay` argument (Adam/Adamax): l2_weight_decay * params is added to the gradient
 before the moments are updated (NVAE trains with torch.optim.Adamax(lr, weight_decay=3e-4, eps=1e-3)).
+
+`sqrt_b2_correction` multiplies every update by sqrt(1 - b2^t) at update t = 1, 2, ...: openai/glow's Adam and
+Adamax (optim.py) both scale their step size by it (Adam's second-moment bias correction, which openai applies to
+Adamax's max-norm too).
 """
+import jax.numpy as jnp
 import optax
 
 _OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "adamax": optax.adamax}
 _DEFAULTS = dict(name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 schedule="constant", end_lr_factor=0.0, grad_clip_norm=0.0, l2_weight_decay=0.0)
+                 schedule="constant", end_lr_factor=0.0, grad_clip_norm=0.0, l2_weight_decay=0.0,
+                 sqrt_b2_correction=False)
 
 
 def learning_rate_schedule(opt, total_steps):
@@ -52,6 +58,9 @@ def build(optimizer_config, total_steps):
   if opt["name"] == "adamw":
     kwargs["weight_decay"] = opt["weight_decay"]
   tx = _OPTIMIZERS[opt["name"]](schedule, **kwargs)
+  if opt["sqrt_b2_correction"]:  # openai/glow: alpha_t = alpha sqrt(1 - beta2^t) / (1 - beta1^t)
+    b2 = opt["b2"]
+    tx = optax.chain(tx, optax.scale_by_schedule(lambda count: jnp.sqrt(1.0 - b2 ** (count + 1.0))))
   if opt["l2_weight_decay"]:
     tx = optax.chain(optax.add_decayed_weights(opt["l2_weight_decay"]), tx)  # L2 in the gradient, as torch
   if opt["grad_clip_norm"]:

@@ -78,10 +78,19 @@ def check_batch_size(batch_size, what="config.batch_size"):
 
 
 def check_dataset(model, dataset):
+  """The model's image shape and classes against the data's: one-line errors naming the config key to set."""
   shape = model.image_shape
   if tuple(shape) != tuple(dataset.image_shape):
+    prepared = (" (or prepare the folder again with --resolution and --channels to fit the model)"
+                if dataset.name.startswith(data.FOLDER) else "")
     raise ValueError(f"config.model.image_shape={tuple(shape)} but {dataset.name!r} has images of shape "
-                     f"{tuple(dataset.image_shape)}; set --config.model.image_shape to match.")
+                     f"{tuple(dataset.image_shape)}; set --config.model.image_shape='{tuple(dataset.image_shape)}' "
+                     f"to match{prepared}.")
+  num_classes = getattr(model, "num_classes", 0)
+  if num_classes and not 0 < dataset.num_classes <= num_classes:
+    has = f"has {dataset.num_classes} classes" if dataset.num_classes else "has no labels"
+    raise ValueError(f"config.model.num_classes={num_classes} but {dataset.name!r} {has}; set "
+                     f"--config.model.num_classes={dataset.num_classes} to match.")
 
 
 def _global_batch(local, sharding):
@@ -174,6 +183,8 @@ def setup(config, train_data=None):
   family_lib.figure_options(family, config)  # a misspelt config.figures key fails now, not after training
   inputs = data.Input(config, train_data, jax.process_index(), jax.process_count())
   check_dataset(model, inputs.train)
+  if config.dataset.startswith(data.FOLDER):
+    inputs.split(config.eval_split)  # a folder prepared without --holdout has no "test": say so now, not after training
   tx = family.make_optimizer(config, model=model)
   mesh = make_mesh()
   batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())

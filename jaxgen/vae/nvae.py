@@ -38,7 +38,7 @@ keep the result and pass it as "batch_stats" to `sample`, so it is computed once
 `train_step` (the shared step after random horizontal flips, config.random_flip), `eval_step` (per-batch sums of
 the negative ELBO, the K-sample importance-weighted NLL with K = config.iw_samples, the KL per group and per latent
 unit), `summarize` (means, and the active units from the per-unit KL of the whole split), `sample_images` (BN
-statistics re-adjusted at config.sample_temperature by config.readjust_bn_iterations passes) and `figures`
+statistics re-adjusted by config.readjust_bn_iterations passes; decoder means with config.decoder_means) and `figures`
 (temperature sweeps through `TemperatureSampler`; options config.figures.temperatures, num and
 readjust_bn_iterations). The BN running averages and the power-iteration vectors live in "batch_stats", i.e. in the
 train state's "model_state", and are checkpointed.
@@ -638,13 +638,24 @@ def readjust_batch_stats(model, variables, rng, temperature, num_samples=16, num
   return jax.lax.fori_loop(0, num_iterations, body, variables["batch_stats"])
 
 
+def decoder_mean_images(model, variables, rng, num, temperature=1.0):
+  """uint8 [num, H, W, C] 8-bit images of the decoder's means at latent `temperature`, as official NVAE's FID
+  generator (train.py `create_generator_vae`: `output.mean`): p(x = 1 | z) * 255 for binarized data, else the
+  mixture-weighted logistic means (`distributions.discretized_logistic_mixture_mean`) * 255, rounded."""
+  params = model.apply(variables, rng, num, temperature, method=Model.generate)
+  if model.binarized:
+    mean = jax.nn.sigmoid(params)
+  else:
+    mean = (distributions.discretized_logistic_mixture_mean(params, model.image_shape[-1]) + 1.0) / 2.0
+  return jnp.round(mean * 255.0).astype(jnp.uint8)
+
+
 def display_images(model, variables, rng, num, temperature):
   """uint8 [num, H, W, C] images to look at: `Model.sample`, except for binarized data the Bernoulli means
   p(x = 1 | z) * 255 (official train.py shows `output.mean` for Bernoulli decoders; 0/1 samples look like noise)."""
   if not model.binarized:
     return model.apply(variables, rng, num, temperature, method=Model.sample)
-  logits = model.apply(variables, jax.random.split(rng)[0], num, temperature, method=Model.generate)
-  return jnp.round(jax.nn.sigmoid(logits) * 255.0).astype(jnp.uint8)
+  return decoder_mean_images(model, variables, jax.random.split(rng)[0], num, temperature)
 
 
 class TemperatureSampler:
@@ -734,20 +745,25 @@ def summarize(totals):
 
 
 def sample_images(state, rng, labels, *, model, config):
-  """uint8 [num, H, W, C] at config.sample_temperature for the trainer's sample grids (`display_images`).
+  """`Family.sample_images`: uint8 [num, H, W, C] `Model.sample` draws at config.sample_temperature (0/1 for
+  binarized data), or with config.decoder_means the 8-bit `decoder_mean_images` (NVAE's FID protocol).
 
-  With config.readjust_bn_iterations = n > 0 the BatchNorm statistics are first re-adjusted to samples at that
-  temperature by n generator passes (the paper uses 500; a few dozen suffice for a progress grid, since each
-  pass moves the running averages by momentum 0.05). The parameters change between the trainer's calls, so
-  nothing is cached here; `TemperatureSampler` caches for a fixed model.
+  With config.readjust_bn_iterations = n > 0 the BatchNorm statistics are first re-adjusted by n generator passes
+  of config.readjust_bn_batch (default 16) samples at config.readjust_bn_temperature (default: the sampling
+  temperature). The paper uses 500 passes; a few dozen suffice for a progress grid, since each pass moves the
+  running averages by momentum 0.05. The parameters change between the trainer's calls, so nothing is cached
+  here; `TemperatureSampler` caches for a fixed model.
   """
   variables = steps.eval_variables(state)
   rng_bn, rng_sample = jax.random.split(rng)
   iterations = int(config.get("readjust_bn_iterations", 0))
   if iterations:
-    variables["batch_stats"] = readjust_batch_stats(model, variables, rng_bn, config.sample_temperature,
-                                                    num_iterations=iterations)
-  return display_images(model, variables, rng_sample, labels.shape[0], config.sample_temperature)
+    variables["batch_stats"] = readjust_batch_stats(
+        model, variables, rng_bn, config.get("readjust_bn_temperature", config.sample_temperature),
+        num_samples=int(config.get("readjust_bn_batch", 16)), num_iterations=iterations)
+  if config.get("decoder_means", False):
+    return decoder_mean_images(model, variables, rng_sample, labels.shape[0], config.sample_temperature)
+  return model.apply(variables, rng_sample, labels.shape[0], config.sample_temperature, method=Model.sample)
 
 
 def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):

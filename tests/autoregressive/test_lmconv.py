@@ -119,11 +119,25 @@ def test_binary_4x4_probabilities_sum_to_one_under_several_orders():
 
 def test_dmol_model_normalised_on_1bit_rgb_2x2():
   model = lmconv.LMConvTiny(image_shape=(2, 2, 3), likelihood="dmol", num_bits=1, nr_resnet=0)
-  images = ((np.arange(2 ** 12)[:, None] >> np.arange(12)) & 1).astype(np.uint8).reshape(-1, 2, 2, 3)
+  levels = ((np.arange(2 ** 12)[:, None] >> np.arange(12)) & 1).astype(np.uint8).reshape(-1, 2, 2, 3)
+  images = levels * np.uint8(128)  # the 8-bit images of the 1-bit levels
   variables = _perturbed_init(model)
   for order in [orders.build("hilbert", 2, 2), orders.random_order(np.random.default_rng(2), 2, 2)]:
     total, _ = _total_probability(model, variables, images, model.masks_for(order))
     np.testing.assert_allclose(total, 1.0, rtol=1e-4)
+
+
+def test_fewer_bits_floor_the_8bit_images_and_samples_come_back_as_8bit():
+  # Official `--n_bits 5` (the CelebA-HQ model): floor(x / 8), so 8-bit values in one 5-bit bin are one value.
+  model = lmconv.LMConvTiny(image_shape=(2, 2, 3), likelihood="dmol", num_bits=5, nr_resnet=0)
+  variables = _perturbed_init(model)
+  low = jax.random.randint(jax.random.key(0), (3, 2, 2, 3), 0, 32).astype(jnp.uint8) * 8
+  apply = jax.jit(lambda x: model.apply(variables, x, "hilbert", method="log_prob"))
+  np.testing.assert_array_equal(apply(low), apply(low + 7))  # e.g. 248 and 255: the same level 31
+  assert np.all(np.isfinite(apply(low)))
+  samples = model.apply(variables, jax.random.key(1), 8, method="sample")
+  assert samples.dtype == jnp.uint8 and np.all(np.asarray(samples) % 8 == 0)
+  assert len(np.unique(np.asarray(samples))) > 4  # spread over the 8-bit range, not stuck at levels 0..31
 
 
 def test_ensemble_is_log_mean_exp_and_log_prob_matches_per_pixel():

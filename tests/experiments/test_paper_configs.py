@@ -44,6 +44,7 @@ def test_smoke_keeps_the_papers_resolution_and_structure(name):
 
 def _setup(config):
   config.batch_size = jax.device_count()
+  config.dataset = "synthetic"  # not a folder: setup would open the prepared folder's eval split
   shape = tuple(config.model.image_shape)
   return trainer.setup(config, train_data=data.synthetic(shape, num_examples=2 * config.batch_size, num_classes=0))
 

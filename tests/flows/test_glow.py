@@ -131,3 +131,19 @@ def test_paper_size_model_builds_with_the_papers_parameter_count():
                                              jnp.zeros((2, 32, 32, 3), jnp.uint8)))
   params = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
   assert 44e6 < params < 45e6  # openai/glow's CIFAR-10 model: ~44.2M parameters
+
+
+def test_class_conditional_glow_with_a_classifier_loss_inits_and_its_classifier_does_not_see_the_label():
+  # openai/glow --ycond --weight_y: init (what the trainer runs) creates the classifier, and the classifier reads the
+  # top z before the label-conditioned prior, so p(y | x) is one distribution over the classes whatever label is fed.
+  model = glow.Model(image_shape=(4, 4, 1), levels=2, depth=1, hidden_channels=4, num_classes=3,
+                     class_loss_weight=0.5)
+  images = _images((4, 4, 1))
+  variables = _init(model, images, scale=0.2, labels=jnp.array([0, 1, 2, 1]))
+  assert variables["params"]["classifier"]["kernel"].shape == (8, 3)  # top z: 1x1x8
+  losses = jax.jit(lambda c: model.apply(variables, images, jnp.full((4,), c), method="losses",
+                                         rngs={"sample": jax.random.key(3)}))
+  probs = jnp.stack([2.0 ** -losses(c)["class_bits"] for c in range(3)])  # p(y = c | x) for each fed label c
+  np.testing.assert_allclose(probs.sum(axis=0), 1.0, rtol=1e-5)
+  out = losses(1)
+  np.testing.assert_allclose(out["loss"], out["bpd"] + 0.5 * out["class_bits"], rtol=1e-6)

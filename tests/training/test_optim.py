@@ -28,3 +28,19 @@ def test_adamax_matches_torch_adamax_with_l2_and_schedule():
     u = np.maximum(0.999 * u, np.abs(g) + 1e-3)
     ref_p = ref_p - 1e-2 / (1 - 0.9 ** t) * m / u
   np.testing.assert_allclose(p, ref_p, rtol=1e-6)
+
+
+def test_sqrt_b2_correction_is_openai_glows_adamax():
+  """openai/glow optim.py adamax: m_t / (max(b2 u, |g|) + eps) at step size lr sqrt(1 - b2^t) / (1 - b1^t)."""
+  b2 = 1 - 1 / 98
+  tx, _ = optim.build(dict(name="adamax", lr=1e-3, b2=b2, eps=0.0, sqrt_b2_correction=True), total_steps=10)
+  p = jnp.array([1.0, -2.0, 0.5])
+  state = tx.init(p)
+  ref_p, m, u = np.asarray(p), np.zeros(3), np.zeros(3)
+  for t, g in enumerate([jnp.array([0.1, 0.2, -0.3]), jnp.array([-0.5, 0.0, 0.1]), jnp.array([0.2, 0.1, 0.1])], 1):
+    upd, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, upd)
+    m = 0.9 * m + 0.1 * np.asarray(g)
+    u = np.maximum(b2 * u, np.abs(g))
+    ref_p = ref_p - 1e-3 * np.sqrt(1 - b2 ** t) / (1 - 0.9 ** t) * m / u
+  np.testing.assert_allclose(p, ref_p, rtol=1e-5)

@@ -8,6 +8,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -252,3 +253,19 @@ def test_sample_and_batchnorm_readjustment(tiny):
   # Re-adjusting at another temperature gives other statistics.
   assert not np.allclose(jax.tree.leaves(sampler.cache[1.0]["post_process_0"])[0],
                          jax.tree.leaves(stats["post_process_0"])[0])
+
+
+def test_sample_images_of_binarized_data_are_0_1_draws_and_decoder_means_are_8bit():
+  # The trainer's grids and the default sample metrics take 0/1 images for binarized data; the NVAE FID protocol
+  # (config.decoder_means) takes round(p(x = 1 | z) * 255).
+  model = nvae.Tiny(image_shape=(8, 8, 1), binarized=True, num_postprocess_cells=1)
+  x = jnp.asarray(np.random.RandomState(0).randint(0, 2, (4, 8, 8, 1)), jnp.uint8)
+  variables = _jit(functools.partial(model.init, train=False))({"params": _key(0), "sample": _key(1)}, x)
+  state = {"params": variables["params"], "model_state": {"batch_stats": variables["batch_stats"]}}
+  labels = jnp.zeros(16, jnp.int32)
+  config = ml_collections.ConfigDict(dict(sample_temperature=1.0, readjust_bn_iterations=0))
+  draws = np.asarray(_jit(functools.partial(nvae.sample_images, model=model, config=config))(state, _key(2), labels))
+  assert set(np.unique(draws)) == {0, 1}
+  config.update(decoder_means=True)
+  means = np.asarray(_jit(functools.partial(nvae.sample_images, model=model, config=config))(state, _key(2), labels))
+  assert means.dtype == np.uint8 and len(np.unique(means)) > 10  # grey levels, not thresholded

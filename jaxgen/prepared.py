@@ -1,0 +1,448 @@
+"""Prepared image datasets (`--config.dataset=folder:DIR`): the user's own images as raw uint8 pixels in array_record
+files, one record per image, read with random access and no decoding.
+
+`prepare` writes DIR from a folder (searched recursively) or a zip of PNG / JPEG / WebP images
+(`python -m experiments.prepare_data`); `open_split` opens one split of it for `data.load("folder:DIR", split)`.
+DIR holds `info.json` (image shape, classes, splits and their shard files, the options used, skipped files) and
+`<split>-NNNNN.array_record` shards. A record is the label (int32, little-endian) followed by the image's
+H*W*C uint8 pixels in HWC order. info.json is written last and DIR only appears by renaming a finished
+`DIR.partial`, so an interrupted run never leaves a directory that looks complete.
+
+Images are converted once, as StyleGAN2-ADA's dataset_tool does (`--transform=center-crop`: centre crop to a square,
+then PIL's Lanczos resize), with three differences: EXIF orientation is applied, transparent pixels are composited
+on white (dataset_tool refuses images with alpha), and 16-bit images keep their high byte.
+"""
+import collections
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import struct
+import time
+import zipfile
+
+from etils import epath
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+logger = logging.getLogger("jaxgen")
+
+INFO = "info.json"
+FORMAT = "jaxgen-prepared-v1"
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+LABEL_FILE = "dataset.json"  # StyleGAN2-ADA's labels: {"labels": [["relative/path.png", class], ...]}
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+SHARD_BYTES = 256 << 20  # records per shard: as many as fit in 256 MiB
+PREPARE = "python -m experiments.prepare_data --source=IMAGES --dest={dest}"
+
+
+def encode(image, label):
+  """uint8 [H, W, C] image and int label -> one record."""
+  return struct.pack("<i", int(label)) + np.ascontiguousarray(image, np.uint8).tobytes()
+
+
+class Records:
+  """One split's records as {"image": uint8 [H, W, C], "label": int}: `len`, `[i]` and `__getitems__(indices)`
+  (one batched array_record read; the readers open lazily, so the object pickles)."""
+
+  def __init__(self, shards, image_shape):
+    from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+    # "path[0:n]" gives the record count up front: no file is opened until the first read.
+    self._data = array_record_data_source.ArrayRecordDataSource(shards)
+    self.image_shape = tuple(image_shape)
+
+  def _decode(self, record):
+    label, = struct.unpack_from("<i", record)
+    return {"image": np.frombuffer(record, np.uint8, offset=4).reshape(self.image_shape), "label": label}
+
+  def __len__(self):
+    return len(self._data)
+
+  def __getitem__(self, index):
+    return self._decode(self._data[index])
+
+  def __getitems__(self, indices):
+    return [self._decode(r) for r in self._data.__getitems__(indices)]
+
+
+def read_info(directory):
+  """DIR/info.json as a dict; a one-line error naming prepare_data when DIR is not a complete prepared dataset."""
+  root = epath.Path(directory).expanduser()
+  if not (root / INFO).exists():
+    what = "is not a complete prepared dataset (no info.json)" if root.exists() else "does not exist"
+    raise FileNotFoundError(f"folder:{root} {what}; write it with {PREPARE.format(dest=root)}.")
+  info = json.loads((root / INFO).read_text())
+  if info.get("format") != FORMAT:
+    raise ValueError(f"{root / INFO} is format {info.get('format')!r}, not {FORMAT!r}; prepare it again with "
+                     f"{PREPARE.format(dest=root)} --overwrite.")
+  return info
+
+
+def open_split(directory, split):
+  """-> (Records, info) of split `split` of the dataset that `prepare` wrote to `directory`."""
+  root = epath.Path(directory).expanduser()
+  info = read_info(root)
+  if split not in info["splits"]:
+    hint = " (re-run prepare_data with --holdout=0.1 to hold out 10% as 'test', or set --config.eval_split=train)"
+    raise ValueError(f"folder:{root} has splits {sorted(info['splits'])}, not {split!r}"
+                     f"{hint if split == 'test' else ''}.")
+  shards = info["splits"][split]["shards"]
+  missing = [s["file"] for s in shards if not (root / s["file"]).exists()]
+  if missing:
+    raise FileNotFoundError(f"folder:{root} lacks {missing[0]} (and {len(missing) - 1} more shard(s)) that info.json "
+                            f"lists; copy the whole directory, or prepare it again with --overwrite.")
+  return Records([f"{root / s['file']}[0:{s['num_examples']}]" for s in shards], info["image_shape"]), info
+
+
+# ---- Reading the source images.
+
+def center_crop(img, resolution):
+  """PIL image -> the largest centred square, resized to resolution x resolution with Lanczos."""
+  w, h = img.size
+  side = min(w, h)
+  left, top = (w - side) // 2, (h - side) // 2
+  img = img.crop((left, top, left + side, top + side))
+  return img if side == resolution else img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
+
+
+def to_pixels(img, channels, resolution=None):
+  """PIL image -> uint8 [H, W, channels]: EXIF orientation applied, transparency composited on white, 16-bit
+  samples reduced to their high byte, then (with `resolution`) `center_crop`."""
+  img = PIL.ImageOps.exif_transpose(img)
+  if img.mode.startswith("I;16"):
+    img = PIL.Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+  if img.has_transparency_data:
+    # Transparent pixels often hold arbitrary colours: white is what a viewer shows on a page.
+    img = PIL.Image.alpha_composite(PIL.Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+  img = img.convert("L" if channels == 1 else "RGB")
+  if resolution:
+    img = center_crop(img, resolution)
+  pixels = np.asarray(img, np.uint8)
+  return pixels.reshape(pixels.shape[:2] + (channels,))
+
+
+class _Source:
+  """The images of a folder (recursively) or a zip: `names` (relative '/' paths, sorted), `ignored` (other files),
+  `open(name)` (binary file object) and `label_file` (the root's dataset.json, or None)."""
+
+  def __init__(self, path, stack):
+    path = epath.Path(path)
+    self.path = path
+    if path.is_file() and path.suffix.lower() == ".zip":
+      self._zip = zipfile.ZipFile(stack.enter_context(path.open("rb")))
+      files = [i.filename for i in self._zip.infolist() if not i.is_dir()]
+    elif path.is_dir():
+      self._zip = None
+      files = [(d / f).relative_to(path).as_posix() for d, _, names in path.walk() for f in names]
+    else:
+      raise FileNotFoundError(f"--source={path} is neither a folder nor a .zip file; pass the folder of your images.")
+    files.sort()
+    # Hidden files and macOS zip metadata (__MACOSX/, ._name.jpg) are not images even when named like one.
+    junk = {f for f in files if any(p.startswith((".", "__MACOSX")) for p in f.split("/"))}
+    self.names = [f for f in files if f.lower().endswith(EXTENSIONS) and f not in junk]
+    self.label_file = LABEL_FILE if LABEL_FILE in files else None
+    images = set(self.names) | {self.label_file}
+    self.ignored = [f for f in files if f not in images]
+
+  def open(self, name):
+    return self._zip.open(name) if self._zip else (self.path / name).open("rb")
+
+  def read_labels(self):
+    with self.open(self.label_file) as f:
+      return json.load(f)
+
+
+def _ordered_map(fn, items, workers):
+  """fn over items in `workers` threads, results in order, a bounded number in flight (PIL decodes and resizes
+  without holding the GIL, so threads use every core)."""
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    for item in items:
+      pending.append(pool.submit(fn, item))
+      if len(pending) >= 4 * workers:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+
+
+class _Progress:
+  """Logs `done/total` with rate and ETA at most every `every_s` seconds, and at the end."""
+
+  def __init__(self, what, total, every_s=10.0):
+    self.what, self.total, self.every_s = what, total, every_s
+    self.start = self.last = time.monotonic()
+
+  def update(self, done):
+    now = time.monotonic()
+    if done < self.total and now - self.last < self.every_s:
+      return
+    self.last = now
+    rate = done / max(now - self.start, 1e-9)
+    eta = (self.total - done) / rate if rate else float("inf")
+    logger.info("%s %d/%d images (%.0f/s), ETA %.0fs", self.what, done, self.total, rate, eta)
+
+
+def _error(e):
+  if isinstance(e, PIL.UnidentifiedImageError):
+    return "not an image PIL can read (unknown format or corrupt header)"
+  return f"{type(e).__name__}: {e}"
+
+
+def _header(source, name):
+  """-> ((width, height) as displayed, is_gray, error): reads the header only, not the pixels."""
+  try:
+    with source.open(name) as f, PIL.Image.open(f) as img:
+      w, h = img.size
+      exif = img.info.get("exif")
+      if exif and _orientation(exif) in (5, 6, 7, 8):
+        w, h = h, w  # rotated by 90 degrees when displayed
+      return (w, h), img.mode in GRAY_MODES, None
+  except Exception as e:  # pylint: disable=broad-except  # any decoder error means "unreadable": list it
+    return None, None, _error(e)
+
+
+def _orientation(exif_bytes):
+  exif = PIL.Image.Exif()
+  exif.load(exif_bytes)
+  return exif.get(0x0112, 1)
+
+
+def _pixels(source, name, channels, resolution, shape):
+  try:
+    with source.open(name) as f, PIL.Image.open(f) as img:
+      pixels = to_pixels(img, channels, resolution)
+  except Exception as e:  # pylint: disable=broad-except
+    return None, _error(e)
+  if pixels.shape != shape:
+    return None, f"decoded to shape {pixels.shape}, not {shape} as its header said"
+  return pixels, None
+
+
+def _listing(failures, limit=100):
+  lines = [f"  {name}: {reason}" for name, reason in failures[:limit]]
+  if len(failures) > limit:
+    lines.append(f"  ... and {len(failures) - limit} more")
+  return "\n".join(lines)
+
+
+def _stop_on(failures, on_error):
+  if failures and on_error == "stop":
+    raise ValueError(f"{len(failures)} image file(s) could not be read; nothing was written:\n{_listing(failures)}\n"
+                     f"Fix or remove them, or pass --on_error=skip to leave them out (info.json then lists them).")
+
+
+# ---- Labels, channels, splits.
+
+def _labels(source, names, labels):
+  """-> (label per name, num_classes, class_names) under --labels=auto|none|subfolders|PATH."""
+  if labels == "none" or (labels == "auto" and source.label_file is None):
+    return [0] * len(names), 0, None
+  if labels == "subfolders":
+    outside = [n for n in names if "/" not in n]
+    if outside:
+      raise ValueError(f"--labels=subfolders needs every image in a class subfolder, but {len(outside)} are at the top "
+                       f"of --source (e.g. {outside[0]!r}); move them into one, or pass --labels=none.")
+    class_names = sorted({n.split("/")[0] for n in names})
+    index = {c: i for i, c in enumerate(class_names)}
+    return [index[n.split("/")[0]] for n in names], len(class_names), class_names
+  if labels == "auto":
+    where, read = f"{source.path}/{LABEL_FILE}", source.read_labels
+  else:
+    where, read = labels, lambda: json.loads(epath.Path(labels).read_text())
+    if not epath.Path(labels).is_file():
+      raise FileNotFoundError(f"--labels={labels} is not a file; pass auto, none, subfolders or the path of a "
+                              f"dataset.json.")
+  try:
+    content = read()
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{where} is not valid JSON ({e}); fix it or pass --labels=none.") from None
+  if not isinstance(content, dict) or "labels" not in content:
+    raise ValueError(f"{where} has no \"labels\" list; write it as {{\"labels\": [[\"path.png\", 0], ...]}} or pass "
+                     f"--labels=none.")
+  entries = content["labels"]
+  if entries is None:  # dataset_tool writes {"labels": null} for an unlabelled set
+    return [0] * len(names), 0, None
+  table = {}
+  for entry in entries:
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int) and entry[1] >= 0):
+      raise ValueError(f"{where}: label entry {entry!r} is not [\"relative/path.png\", class >= 0]; jaxgen takes "
+                       f"integer class labels.")
+    table[entry[0]] = entry[1]
+  missing = sorted(set(table) - set(names))
+  if missing:
+    raise ValueError(f"{where} names {len(missing)} file(s) that are not images in --source (e.g. {missing[0]!r}); "
+                     f"give paths relative to --source with '/' separators, or remove those entries.")
+  unlabelled = [n for n in names if n not in table]
+  if unlabelled:
+    raise ValueError(f"{len(unlabelled)} image(s) have no label in {where} (e.g. {unlabelled[0]!r}); add them to it, "
+                     f"or pass --labels=none.")
+  return [table[n] for n in names], max(table.values()) + 1, None
+
+
+def _image_shape(sizes, grays, names, resolution, channels):
+  """The one image shape of the set: [H, W, C]."""
+  if channels == "auto":
+    channels = 1 if all(grays) else 3
+  if resolution:
+    return (resolution, resolution, channels)
+  distinct = collections.Counter(sizes)
+  if len(distinct) > 1:
+    (common, _), (other, _) = distinct.most_common(2)
+    example = names[sizes.index(other)]
+    raise ValueError(f"The images have {len(distinct)} different sizes (most are {common[0]}x{common[1]}, "
+                     f"{example!r} is {other[0]}x{other[1]}); pass --resolution=N to centre-crop and resize "
+                     f"them all to NxN.")
+  w, h = sizes[0]
+  return (h, w, channels)
+
+
+def _split_of(num, holdout, seed):
+  """-> split name per image: a seeded random `holdout` fraction is "test", the rest "train"."""
+  num_test = int(round(holdout * num))
+  if holdout and not 0 < num_test < num:
+    raise ValueError(f"--holdout={holdout} of {num} images leaves {num - num_test} for train and {num_test} for "
+                     f"test; choose a fraction that leaves at least one image in each, or --holdout=0.")
+  test = np.random.default_rng(seed).permutation(num)[:num_test]
+  splits = np.full(num, "train", dtype=object)
+  splits[test] = "test"
+  return list(splits)
+
+
+def check_options(resolution, channels, labels, holdout, on_error):
+  """One-line errors for options that cannot work, before any file is read."""
+  if resolution is not None and resolution <= 0:
+    raise ValueError(f"--resolution={resolution} must be a positive number of pixels (or leave it out to keep the "
+                     f"images' own size).")
+  if channels not in ("auto", 1, 3):
+    raise ValueError(f"--channels={channels!r} must be auto, 1 (grayscale) or 3 (RGB).")
+  if not labels:
+    raise ValueError("--labels must be auto, none, subfolders or the path of a dataset.json.")
+  if not 0.0 <= holdout < 1.0:
+    raise ValueError(f"--holdout={holdout} must be a fraction in [0, 1), e.g. 0.1 to hold out 10% as 'test'.")
+  if on_error not in ("stop", "skip"):
+    raise ValueError(f"--on_error={on_error!r} must be 'stop' or 'skip'.")
+
+
+# ---- Writing.
+
+class _ShardWriter:
+  """One split's records, in shards `<split>-NNNNN.array_record` of at most `per_shard` records."""
+
+  def __init__(self, directory, split, per_shard):
+    self.directory, self.split, self.per_shard = directory, split, per_shard
+    self.shards, self._writer = [], None
+
+  def add(self, record):
+    if self._writer is None or self.shards[-1]["num_examples"] == self.per_shard:
+      self._close_shard()
+      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+      name = f"{self.split}-{len(self.shards):05d}.array_record"
+      # group_size:1: every record is its own chunk, so a random read touches one record only.
+      self._writer = array_record_module.ArrayRecordWriter(os.fspath(self.directory / name), "group_size:1")
+      self.shards.append({"file": name, "num_examples": 0})
+    self._writer.write(record)
+    self.shards[-1]["num_examples"] += 1
+
+  def _close_shard(self):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+  def close(self):
+    self._close_shard()
+    return {"num_examples": sum(s["num_examples"] for s in self.shards), "shards": self.shards}
+
+
+def _claim(dest, overwrite):
+  """Checks DEST before any image is read; -> the DEST.partial directory to write into (emptied)."""
+  if (dest / INFO).exists() and not overwrite:
+    raise ValueError(f"--dest={dest} already holds a prepared dataset; pass --overwrite to replace it, or "
+                          f"choose another --dest.")
+  if dest.exists() and not (dest / INFO).exists() and (not dest.is_dir() or any(dest.iterdir())):
+    raise ValueError(f"--dest={dest} exists and is not a prepared dataset; choose a new or empty --dest.")
+  partial = dest.parent / (dest.name + ".partial")
+  if partial.exists():
+    logger.info("Removing %s, left by an interrupted run.", partial)
+    partial.rmtree()
+  partial.mkdir(parents=True)
+  return partial
+
+
+def prepare(source, dest, *, resolution=None, channels="auto", labels="auto", holdout=0.0, seed=0, on_error="stop",
+            overwrite=False, workers=None):
+  """Writes the images under `source` (folder or .zip) as a prepared dataset at `dest`; returns its info dict.
+
+  resolution: None keeps the images' size (all must share it), N centre-crops and resizes each to NxN.
+  channels: "auto" (1 if every image is stored as grayscale, else 3), 1 or 3.
+  labels: "auto" (source's dataset.json if present, else none), "none", "subfolders" (one folder per class,
+    classes numbered in sorted order) or the path of a StyleGAN2-ADA dataset.json.
+  holdout: the fraction of images (a permutation drawn from `seed`) written as split "test"; the rest is "train".
+  on_error: "stop" (list the unreadable files and write nothing) or "skip" (leave them out, list them in info.json).
+  """
+  check_options(resolution, channels, labels, holdout, on_error)
+  source, dest = epath.Path(source).expanduser(), epath.Path(dest).expanduser()
+  workers = workers or os.cpu_count() or 1
+  with contextlib.ExitStack() as stack:
+    src = _Source(source, stack)
+    if not src.names:
+      raise ValueError(f"--source={source} holds no {'/'.join(EXTENSIONS)} images (searched recursively); point it "
+                       f"at the folder or .zip that contains them.")
+    if src.ignored:
+      logger.info("Ignoring %d file(s) that are not images, e.g. %s.", len(src.ignored), src.ignored[0])
+    label_of, num_classes, class_names = _labels(src, src.names, labels)
+    partial = _claim(dest, overwrite)
+    try:
+      info = _write(src, partial, label_of, resolution, channels, holdout, seed, on_error, workers)
+      info.update(num_classes=num_classes, class_names=class_names, source=os.fspath(source), ignored=src.ignored,
+                  options=dict(resolution=resolution, channels=channels, labels=labels, holdout=holdout, seed=seed,
+                               on_error=on_error))
+      (partial / INFO).write_text(json.dumps(info, indent=1))  # last: its presence marks a complete dataset
+      if dest.exists():
+        dest.rmtree()  # complete with --overwrite (checked by _claim), or empty
+      partial.rename(dest)
+    except BaseException:
+      partial.rmtree()
+      raise
+  counts = {k: v["num_examples"] for k, v in info["splits"].items()}
+  logger.info("Wrote %s: %s images of shape %s, %d classes, splits %s.", dest, sum(counts.values()),
+              tuple(info["image_shape"]), num_classes, counts)
+  return info
+
+
+def _write(src, partial, label_of, resolution, channels, holdout, seed, on_error, workers):
+  names = src.names
+  progress = _Progress("Read the headers of", len(names))
+  headers = []
+  for i, header in enumerate(_ordered_map(lambda n: _header(src, n), names, workers)):
+    headers.append(header)
+    progress.update(i + 1)
+  failures = [(n, h[2]) for n, h in zip(names, headers) if h[2]]
+  _stop_on(failures, on_error)
+  keep = [i for i, h in enumerate(headers) if not h[2]]
+  if not keep:
+    raise ValueError(f"None of the {len(names)} image files could be read:\n{_listing(failures)}")
+  shape = _image_shape([headers[i][0] for i in keep], [headers[i][1] for i in keep], [names[i] for i in keep],
+                       resolution, channels)
+  split_of = dict(zip(keep, _split_of(len(keep), holdout, seed)))
+  per_shard = max(1, SHARD_BYTES // (4 + int(np.prod(shape))))
+  writers = {s: _ShardWriter(partial, s, per_shard) for s in sorted(set(split_of.values()))}
+  progress = _Progress("Prepared", len(keep))
+  decode = lambda i: _pixels(src, names[i], shape[-1], resolution, shape)  # noqa: E731
+  for done, (i, (pixels, error)) in enumerate(zip(keep, _ordered_map(decode, keep, workers))):
+    if error:
+      failures.append((names[i], error))
+    else:
+      writers[split_of[i]].add(encode(pixels, label_of[i]))
+    progress.update(done + 1)
+  splits = {s: w.close() for s, w in writers.items()}
+  _stop_on(failures, on_error)
+  empty = [s for s, v in splits.items() if not v["num_examples"]]
+  if empty:
+    raise ValueError(f"Split(s) {empty} have no readable images left:\n{_listing(failures)}")
+  if failures:
+    logger.warning("Skipped %d unreadable file(s) (--on_error=skip):\n%s", len(failures), _listing(failures))
+  return dict(format=FORMAT, record="int32 label (little-endian), then uint8 pixels [H, W, C]", image_shape=shape,
+              splits=splits, alpha="composited on white",
+              skipped=[{"path": n, "reason": r} for n, r in failures])
