@@ -18,7 +18,8 @@ then `variables = inception.load_variables("inception_fid.npz")` and
 has the same names (the blocks differ slightly from the FID graph, so its FIDs are not comparable to papers').
 Input handling follows pytorch-fid by default: bilinear resize to 299x299 (half-pixel centres), then x / 127.5 - 1;
 `resize="stylegan2_ada"` takes the TF graph's own resize and scaling instead, as StyleGAN2-ADA's detector does
-(same weights; config.sample_metrics.inception_detector='stylegan2-ada'). `jaxgen.convert.inception` converts the weights.
+(same weights; config.sample_metrics.inception_detector='stylegan2-ada'). `jaxgen.convert.inception` converts
+the weights.
 """
 import functools
 from typing import Sequence
