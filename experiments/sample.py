@@ -6,9 +6,8 @@ Which figures a family draws (temperature sweeps, interpolations, completions, t
 said by its `figures` docstring. Their options are config.figures keys, checked against the family's
 `figure_options`, e.g. --config.figures.temperatures=0.5,0.7 --config.figures.num=4.
 """
-import os
-
 from absl import flags
+from etils import epath
 import jax
 from ml_collections import config_flags
 
@@ -24,11 +23,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def write_figures(s, state, out, seed=0):
-  """Writes the family's figures of `state` under `out`; returns their paths."""
+  """Writes the family's figures of `state` under `out` (a local or gs://... path); returns their paths."""
   pictures = s.family.figures(s, state, seed=seed, **family.figure_options(s.family, s.config))
   paths = []
   for name, picture in pictures.items():
-    paths.append(os.path.join(out, name))
+    paths.append(epath.Path(out) / name)
     writers.save_png(paths[-1], picture, scale=2)
   return paths
 
@@ -37,9 +36,9 @@ def main(argv):
   del argv
   with cli.clear_errors():
     s, state = trainer.restore_for_eval(_CONFIG.value, _WORKDIR.value)
-    paths = write_figures(s, state, os.path.join(_WORKDIR.value, "samples"), _SEED.value)
+    paths = write_figures(s, state, epath.Path(_WORKDIR.value) / "samples", _SEED.value)
   if jax.process_index() == 0:  # only process 0 writes the files (writers.save_png)
-    print("\n".join(paths))
+    print("\n".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class Dataset:
       return {"image": self._source["image"][indices], "label": self._source["label"][indices]}
     items = _read(self._source, indices)
     return {"image": np.stack([np.asarray(e["image"], np.uint8) for e in items]).reshape((-1,) + self.image_shape),
-            "label": np.asarray([e["label"] for e in items], np.int32)}
+            "label": np.asarray([e.get("label", 0) for e in items], np.int32)}  # unlabelled sets: 0
 
   @property
   def nbytes(self):
@@ -212,7 +212,9 @@ def load(name, split, data_dir=None):
     raise ValueError(f"TFDS dataset {name!r} has no 'image' feature; jaxgen models images.")
   image_shape = tuple(features["image"].shape)
   if None in image_shape:
-    raise ValueError(f"TFDS dataset {name!r} has variable-size images {image_shape}; use a fixed-size variant.")
+    # downsampled_imagenet/32x32 declares (None, None, 3) and holds only 32x32 images: the first image's shape
+    # (Dataset.get fails on an image of another size).
+    image_shape = tuple(np.asarray(source[0]["image"]).shape)
   num_classes = features["label"].num_classes if "label" in features else 0
   return Dataset(name, split, len(source), image_shape, num_classes, source)
 

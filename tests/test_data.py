@@ -176,3 +176,15 @@ def test_bad_loader_settings_name_the_key():
     data.Input(_config(data_workers=-1), train_data=ds)
   with pytest.raises(ValueError, match="config.augment.translate"):
     data.Input(_config(augment=dict(translate=4.0)), train_data=ds)  # images are 4x4
+
+
+def test_tfds_images_without_declared_size_or_labels_load():
+  """downsampled_imagenet/32x32 declares images (None, None, 3) and has no label: shape from the data, label 0."""
+  import tensorflow_datasets as tfds
+  images = [{"image": np.full((32, 32, 3), i, np.uint8)} for i in range(5)]
+  with tfds.testing.mock_data(as_data_source_fn=lambda builder, split, **kwargs: images):
+    dataset = data.load("downsampled_imagenet/32x32", "validation")
+  batch = dataset.get([0, 3])
+  assert dataset.image_shape == (32, 32, 3) and dataset.num_classes == 0
+  np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], [0, 3])
+  np.testing.assert_array_equal(batch["label"], [0, 0])

@@ -1,15 +1,18 @@
 """Orbax checkpoints of the train state: atomic, keep-N, resumed automatically, never from a non-finite state.
 
 Beside `checkpoints/` the workdir holds `config.json`, the config that first trained there; resuming with a config
-whose model differs is refused before any checkpoint is read.
+whose model differs is refused before any checkpoint is read. Paths go through `etils.epath` (local or gs://, ...);
+orbax writes the arrays itself (tensorstore), so remote checkpoints need orbax's own credentials for that store.
 """
 import json
 import logging
-import os
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from jaxgen.training import writers
 
 logger = logging.getLogger("jaxgen")
 
@@ -26,11 +29,10 @@ def _model_identity(config):
 
 def check_workdir_config(workdir, config, write=True):
   """Writes DIR/config.json on first use (if `write`); raises if an existing one names a different model."""
-  path = os.path.join(workdir, "config.json")
+  path = epath.Path(workdir) / "config.json"
   current = _model_identity(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if path.exists():
+    saved = json.loads(path.read_text())
     saved_identity = {key: saved.get(key) for key in _IDENTITY_KEYS}
     if saved_identity != current:
       diff = {k: (saved_identity[k], current[k]) for k in _IDENTITY_KEYS if saved_identity[k] != current[k]}
@@ -45,10 +47,10 @@ def check_workdir_config(workdir, config, write=True):
           f"{workdir} holds a run of a different model (saved vs requested: {diff}); use a new --workdir, "
           f"or the config that trained there.{renamed}")
   elif write and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
-    os.replace(path + ".tmp", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+    tmp.replace(path)  # a reader never sees half a file (object stores: a copy, then a delete)
 
 
 def all_finite(state):
@@ -60,7 +62,9 @@ class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` with jaxgen's guarantees and errors."""
 
   def __init__(self, workdir, keep=3):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = epath.Path(workdir) / "checkpoints"
+    if not writers.is_remote(self.directory):
+      self.directory = self.directory.resolve()  # orbax wants absolute paths
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 

@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -194,7 +195,7 @@ def setup(config, train_data=None):
   family_lib.figure_options(family, config)  # a misspelt config.figures key fails now, not after training
   inputs = data.Input(config, train_data, jax.process_index(), jax.process_count())
   check_dataset(model, inputs.train)
-  if config.dataset.startswith(data.FOLDER):
+  if config.dataset.startswith(data.FOLDER) and train_data is None:  # given train_data (benchmarks, converters):
     inputs.split(config.eval_split)  # a folder prepared without --holdout has no "test": say so now, not after training
   tx = family.make_optimizer(config, model=model)
   mesh = make_mesh()
@@ -327,7 +328,7 @@ def train_and_evaluate(config, workdir):
         results = evaluate_state(s, state, num_examples=config.eval_examples)
         writer.write(step, {f"eval/{k}": v for k, v in results.items()})
         logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in results.items()})
-        write_samples(s, state, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
+        write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step:08d}.png")
       if step % config.ckpt_every == 0 or step == config.total_steps:
         checkpointer.save(state)
       if stop.stop(step):

@@ -1,16 +1,69 @@
 """One metric writer: JSON lines (`metrics.jsonl`) plus TensorBoard event files (tensorboardX, no TensorFlow),
 and PNG image grids. Only process 0 writes; on other processes every call is a no-op.
+
+Every path goes through `etils.epath`, so a workdir may be local or remote (`gs://`, `s3://`, ... through fsspec or
+TensorFlow's gfile, whichever epath finds). Object stores cannot append: there a file that grows (metrics.jsonl, the
+TensorBoard events) is rewritten whole at each flush, which keeps it readable while the run goes on.
 """
+import io
 import json
 import logging
 import math
-import os
 
+from etils import epath
 import jax
 import numpy as np
 from PIL import Image
 
 logger = logging.getLogger("jaxgen")
+
+
+def is_remote(path):
+  """True for paths with a URI scheme (gs://, s3://, ...): object stores, where files cannot be appended to."""
+  return "://" in str(path)
+
+
+class GrowingFile:
+  """A binary file written in pieces through epath: appended to locally, rewritten whole (from memory) on object
+  stores. `existing=True` keeps what the file already holds (a resumed run's metrics)."""
+
+  def __init__(self, path, existing=False):
+    self.path = epath.Path(path)
+    self._remote = is_remote(self.path)
+    self._buffer = io.BytesIO()
+    if existing and self._remote and self.path.exists():
+      self._buffer.write(self.path.read_bytes())
+    if not existing:
+      self.path.write_bytes(b"")
+    self._pending = b""
+
+  def write(self, data):
+    self._pending += data
+
+  def flush(self):
+    if not self._pending:
+      return
+    if self._remote:
+      self._buffer.write(self._pending)
+      self.path.write_bytes(self._buffer.getvalue())
+    else:
+      with self.path.open("ab") as f:
+        f.write(self._pending)
+    self._pending = b""
+
+  def close(self):
+    self.flush()
+
+
+class _TensorBoardFiles:
+  """tensorboardX writer factory for URI-scheme logdirs: event files through `GrowingFile` (tensorboardX's own
+  gs:// writer needs google-cloud-storage; s3:// needs boto3)."""
+
+  def open(self, path):
+    return GrowingFile(path)
+
+  def directory_check(self, path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def _scalar(value):
@@ -23,19 +76,23 @@ class MetricWriter:
 
   def __init__(self, workdir):
     self.active = jax.process_index() == 0
-    self.workdir = workdir
-    self._tb = None
+    self.workdir = epath.Path(workdir)
+    self._tb = self._jsonl = None
     if self.active:
-      os.makedirs(workdir, exist_ok=True)
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl = GrowingFile(self.workdir / "metrics.jsonl", existing=True)
       from tensorboardX import SummaryWriter  # imported only where written
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      from tensorboardX import record_writer
+      if is_remote(self.workdir):
+        record_writer.register_writer_factory(str(self.workdir).split("://")[0], _TensorBoardFiles())
+      self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
 
   def write(self, step, metrics):
     if not self.active:
       return
     row = {"step": int(step)} | {k: _scalar(v) for k, v in metrics.items()}
-    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._jsonl.write((json.dumps(row) + "\n").encode())
+    self._jsonl.flush()
     for key, value in row.items():
       if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
         self._tb.add_scalar(key, value, int(step))
@@ -44,6 +101,7 @@ class MetricWriter:
   def close(self):
     if self._tb is not None:
       self._tb.close()
+      self._jsonl.close()
 
 
 def image_grid(images, columns=None, pad=1, binary=False):
@@ -66,8 +124,11 @@ def save_png(path, picture, scale=1):
   picture = np.asarray(picture)
   if scale > 1:
     picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(path)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, format="PNG")
+  path.write_bytes(buffer.getvalue())
 
 
 def format_duration(seconds):
