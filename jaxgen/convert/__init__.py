@@ -185,12 +185,14 @@ def write_run(config, variables, workdir):
   if unknown:
     raise ConversionError(f"The converted variables name state field(s) {unknown} that {config.model_name}'s train "
                           f"state lacks (it has {sorted(s.abstract_state)}).")
+  # Each field wrapped as {field: tree}: a field may be a single array (the GAN's w_avg).
   for field, tree in variables.items():  # against the shapes (jax.eval_shape): no compute before the checks pass
-    check_variables(s.abstract_state[field], tree, field)
+    check_variables({field: s.abstract_state[field]}, {field: tree}, "state")
   state = jax.device_get(s.init())
   for field, tree in variables.items():
-    want = _leaves(state[field])
-    state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype) for p, v in _leaves(tree).items()})
+    want = _leaves({field: state[field]})
+    state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype)
+                               for p, v in _leaves({field: tree}).items()})[field]
   if "ema_params" in state and "ema_params" not in variables and "params" in variables:
     state["ema_params"] = state["params"]
   state = jax.device_put(state, s.state_sharding)
