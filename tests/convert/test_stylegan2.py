@@ -137,3 +137,22 @@ def test_a_state_dict_entry_without_a_place_is_an_error():
   off["D"]["state_dict"]["b4.extra.weight"] = np.zeros(3, np.float32)
   with pytest.raises(convert.ConversionError, match="b4.extra.weight"):
     stylegan2.convert(off)
+
+
+def test_init_kwargs_of_a_tf_converted_pickle():
+  """ffhq.pkl-like settings as the official legacy.py writes them: every key spelt out, D mapping 0 layers with lr
+  multiplier 0.1, minibatch-stddev over the whole batch."""
+  lrelu = dict(activation="lrelu")
+  g = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
+           mapping_kwargs=dict(num_layers=8, embed_features=None, layer_features=None, lr_multiplier=0.01,
+                               w_avg_beta=0.995, **lrelu),
+           synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None,
+                                 architecture="skip", resample_filter=[1, 3, 3, 1], use_noise=True, **lrelu))
+  d = dict(c_dim=0, img_resolution=1024, img_channels=3, architecture="resnet", channel_base=32768, channel_max=512,
+           num_fp16_res=0, conv_clamp=None, cmap_dim=None,
+           block_kwargs=dict(resample_filter=[1, 3, 3, 1], freeze_layers=0, **lrelu),
+           mapping_kwargs=dict(num_layers=0, embed_features=None, layer_features=None, lr_multiplier=0.1, **lrelu),
+           epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=1, **lrelu))
+  m = networks.Model(**stylegan2.model_config(g, d))
+  assert (m.resolution, m.mapping_layers, m.d_mapping_layers, m.d_mapping_lr_multiplier) == (1024, 8, 0, 0.1)
+  assert m.mbstd_group_size is None and m.num_ws == 18

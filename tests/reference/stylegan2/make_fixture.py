@@ -79,9 +79,8 @@ def main():
   parser.add_argument("--official", required=True, help="unpacked NVlabs/stylegan2-ada-pytorch tree")
   args = parser.parse_args()
   sys.path.insert(0, args.official)
-  import torch
-
   import legacy
+  import torch
   from training import networks
 
   for seed, (name, spec) in enumerate(MODELS.items()):
