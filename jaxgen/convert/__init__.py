@@ -112,7 +112,9 @@ def to_numpy(tree):
 
 
 def _leaves(tree):
-  """{"a/b/c": leaf} of a nested dict."""
+  """{"a/b/c": leaf} of a nested dict; {"": tree} for a field that is one array (the GAN's w_avg)."""
+  if not (isinstance(tree, dict) or hasattr(tree, "items")):
+    return {"": tree}
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict) or hasattr(value, "items"):
@@ -123,6 +125,8 @@ def _leaves(tree):
 
 
 def _unflatten(flat):
+  if list(flat) == [""]:  # one array
+    return flat[""]
   tree = {}
   for path, value in flat.items():
     *parents, last = path.split("/")
@@ -180,19 +184,19 @@ def write_run(config, variables, workdir):
   init_config = config.copy_and_resolve_references()
   with init_config.unlocked():
     init_config.batch_size = init_config.eval_batch_size = jax.device_count()
-  s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape)))
+  # Synthetic labels as many as the model's classes (the trainer checks them against a conditional model's).
+  num_classes = getattr(model, "num_classes", 0) or 10
+  s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape), num_classes=num_classes))
   unknown = sorted(set(variables) - set(s.abstract_state))
   if unknown:
     raise ConversionError(f"The converted variables name state field(s) {unknown} that {config.model_name}'s train "
                           f"state lacks (it has {sorted(s.abstract_state)}).")
-  # Each field wrapped as {field: tree}: a field may be a single array (the GAN's w_avg).
   for field, tree in variables.items():  # against the shapes (jax.eval_shape): no compute before the checks pass
-    check_variables({field: s.abstract_state[field]}, {field: tree}, "state")
+    check_variables(s.abstract_state[field], tree, field)
   state = jax.device_get(s.init())
   for field, tree in variables.items():
-    want = _leaves({field: state[field]})
-    state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype)
-                               for p, v in _leaves({field: tree}).items()})[field]
+    want = _leaves(state[field])
+    state[field] = _unflatten({p: np.asarray(v, dtype=want[p].dtype) for p, v in _leaves(tree).items()})
   if "ema_params" in state and "ema_params" not in variables and "params" in variables:
     state["ema_params"] = state["params"]
   state = jax.device_put(state, s.state_sharding)

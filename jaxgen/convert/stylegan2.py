@@ -15,7 +15,10 @@ convolutions (conv0) are flipped spatially, because the official up path runs a 
 Not carried over: the augment pipe (jaxgen has no ADA), the optimiser states (pickles hold none), `num_fp16_res`
 (jaxgen runs fp32, so fp16 layers differ by their rounding) and Freeze-D's `freeze_layers` (training only).
 The training recipe is not in the pickle: cifar10.pkl gets the official `cifar` config's, other datasets jaxgen's
-defaults (the official `stylegan2` config); set others with --config.KEY=VALUE.
+defaults (the official `stylegan2` config); set others with --config.KEY=VALUE. Other datasets than CIFAR-10 become
+`folder:NAME` (NAME from the pickle's training_set_kwargs): pass --config.dataset=folder:DIR of the images prepared by
+experiments.prepare_data. Sample metrics use the offline classifier (no download); for the paper's FID pass
+--config.sample_metrics.protocol=stylegan2-ada --config.sample_metrics.inception_path=FILE.npz.
 """
 import os
 import pickle
@@ -211,6 +214,9 @@ def make_config(model, dataset):
     config.model = dict(model, **(recipe if dataset == "cifar10" else {}))
     if dataset != "cifar10":
       config.optimizer = {}
+    # The offline classifier, so that the run evaluates without downloads; the paper's FID: protocol=stylegan2-ada
+    # with sample_metrics.inception_path (experiments/configs/stylegan2_cifar10.py).
+    config.sample_metrics = dict(protocol="")
   return config
 
 

@@ -4,10 +4,6 @@ the way `experiments.evaluate` does, then mapping, truncation, images with const
 discriminator logits compared with the official outputs at rtol = atol = 1e-5. Measured (float32, both models): max
 abs diff 9.5e-7 on ws (|ws| <= 4.5), 2.9e-6 on images (|img| <= 6.5), 4.8e-7 on logits; relative to each element
 above 1e-3: 1.7e-5 on ws, 3.4e-6 on logits, 2.5e-4 on images (near-zero pixels after cancellation)."""
-import importlib.util
-import json
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -17,29 +13,21 @@ from jaxgen import data
 from jaxgen.convert import stylegan2
 from jaxgen.gan import networks
 from jaxgen.training import trainer
+from tests.convert import conftest
 
-REF = os.path.join(os.path.dirname(os.path.dirname(__file__)), "reference", "stylegan2")
 ATOL, RTOL = 1e-5, 1e-5
 
 
 def official(name):
   """What `stylegan2.read` returns for REF/NAME.pkl, from the arrays and settings the fixture script saved beside it
   (tests/convert/test_stylegan2_read.py checks that `read` gives exactly these)."""
-  with open(os.path.join(REF, f"{name}.json")) as f:
-    settings = json.load(f)
-  arrays = np.load(os.path.join(REF, f"{name}.npz"))
+  settings = conftest.load_json(conftest.reference("stylegan2", f"{name}.json"))
+  arrays = conftest.load_npz(conftest.reference("stylegan2", f"{name}.npz"))
   out = {"training_set_kwargs": settings["training_set_kwargs"]}
   for key in ("G", "D", "G_ema"):
     out[key] = {"init_kwargs": settings[key],
-                "state_dict": {k.split("/", 1)[1]: arrays[k] for k in arrays.files if k.split("/")[0] == key}}
+                "state_dict": {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/")[0] == key}}
   return out
-
-
-def _load_config(path):
-  spec = importlib.util.spec_from_file_location("converted_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 @pytest.fixture(scope="module", params=["uncond", "cond"])
@@ -48,11 +36,13 @@ def restored(request, tmp_path_factory):
   name = request.param
   config, variables = stylegan2.convert(official(name))
   workdir = str(tmp_path_factory.mktemp(name))
-  config = _load_config(convert.write_run(config, variables, workdir))
-  with pytest.MonkeyPatch.context() as mp:  # no datasets in tests: the train split is only opened, never read
-    mp.setattr(data, "load", lambda *a, **k: data.synthetic(tuple(config.model.image_shape)))
-    s, state = trainer.restore_for_eval(config, workdir)
-  return name, s.model, state, dict(np.load(os.path.join(REF, f"{name}_out.npz")))
+  # No datasets in tests, and TFDS's mock data has no 1-channel cifar10 or folder:DIR; the splits are only opened.
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(data, "load", lambda *a, **k: data.synthetic(tuple(config.model.image_shape),
+                                                            num_classes=config.model.num_classes or 10))
+    convert.write_run(config, variables, workdir)
+    s, state = trainer.restore_for_eval(conftest.config_from_workdir(workdir), workdir)
+  return name, s.model, state, conftest.load_npz(conftest.reference("stylegan2", f"{name}_out.npz"))
 
 
 @pytest.fixture(scope="module")
