@@ -112,7 +112,9 @@ def to_numpy(tree):
 
 
 def _leaves(tree):
-  """{"a/b/c": leaf} of a nested dict."""
+  """{"a/b/c": leaf} of a nested dict; {"": tree} for a field that is one array (the GAN's w_avg)."""
+  if not (isinstance(tree, dict) or hasattr(tree, "items")):
+    return {"": tree}
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict) or hasattr(value, "items"):
@@ -123,6 +125,8 @@ def _leaves(tree):
 
 
 def _unflatten(flat):
+  if list(flat) == [""]:  # one array
+    return flat[""]
   tree = {}
   for path, value in flat.items():
     *parents, last = path.split("/")
@@ -180,7 +184,9 @@ def write_run(config, variables, workdir):
   init_config = config.copy_and_resolve_references()
   with init_config.unlocked():
     init_config.batch_size = init_config.eval_batch_size = jax.device_count()
-  s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape)))
+  # Synthetic labels as many as the model's classes (the trainer checks them against a conditional model's).
+  num_classes = getattr(model, "num_classes", 0) or 10
+  s = trainer.setup(init_config, train_data=data.synthetic(tuple(model.image_shape), num_classes=num_classes))
   unknown = sorted(set(variables) - set(s.abstract_state))
   if unknown:
     raise ConversionError(f"The converted variables name state field(s) {unknown} that {config.model_name}'s train "

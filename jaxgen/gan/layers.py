@@ -617,8 +617,9 @@ class SynthesisLayer(nn.Module):
   """Affine(w) -> modulated 3x3 conv (optionally up x2) -> + noise * strength -> bias + lrelu (`SynthesisLayer`).
 
   The affine map is equalized-lr with bias initialised to 1, so styles start around 1. Noise modes:
-  'random' draws N(0, 1) per example from the "noise" rng stream; 'const' uses a fixed per-layer image
-  (deterministic in `noise_seed`, so it needs no stored buffer); 'none' adds nothing.
+  'random' draws N(0, 1) per example from the "noise" rng stream; 'const' adds a fixed per-layer image [R, R], the
+  variable "noise_const/noise" (the official `noise_const` buffer; init draws it from `key(noise_seed)`, and an
+  apply without the "noise_const" collection uses those init values); 'none' adds nothing.
   """
   features: int
   resolution: int
@@ -639,11 +640,15 @@ class SynthesisLayer(nn.Module):
     if self.use_noise:
       strength = self.param("noise_strength", nn.initializers.zeros, ())
       shape = (x.shape[0], self.resolution, self.resolution, 1)
+      draw_const = lambda: jax.random.normal(jax.random.key(self.noise_seed), shape[1:3], jnp.float32)
+      if self.is_initializing() or self.has_variable("noise_const", "noise"):
+        const = self.variable("noise_const", "noise", draw_const).value  # [R, R]
+      else:
+        const = draw_const() if noise_mode == "const" else None
       if noise_mode == "random":
         x = x + jax.random.normal(self.make_rng("noise"), shape, x.dtype) * strength
       elif noise_mode == "const":
-        const = jax.random.normal(jax.random.key(self.noise_seed), shape[1:], x.dtype)
-        x = x + const * strength
+        x = x + const[None, :, :, None].astype(x.dtype) * strength
       elif noise_mode != "none":
         raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}.")
     bias = self.param("bias", nn.initializers.zeros, (self.features,))

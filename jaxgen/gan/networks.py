@@ -57,9 +57,10 @@ class Model:
   conv_clamp: Optional[float] = None  # the official fp16 configs use 256; fp32 uses None
   fused_modconv: bool = False  # grouped-conv form; False scales activations instead (faster on CPU, same result)
   d_architecture: str = "resnet"  # 'resnet' or 'orig' (the official `cifar` config uses 'orig')
-  mbstd_group_size: int = 4
+  mbstd_group_size: Optional[int] = 4  # None: the whole batch is one group (TF-era pickles, e.g. ffhq.pkl)
   mbstd_num_channels: int = 1
   d_mapping_layers: int = 8  # label mapping of the projection discriminator (official default)
+  d_mapping_lr_multiplier: Optional[float] = None  # None: mapping_lr_multiplier (TF-converted pickles: 0.1)
   cmap_dim: Optional[int] = None  # None: channels at 4x4
   # Losses.
   r1_gamma: float = 10.0
@@ -270,7 +271,9 @@ class Discriminator(nn.Module):
     x = layers.EqualDense(c4, activation="lrelu", name="b4_fc")(x.reshape(x.shape[0], -1))
     x = layers.EqualDense(1 if cmap_dim == 0 else cmap_dim, name="b4_out")(x)  # [B, 1 or cmap_dim]
     if cmap_dim > 0:
-      cmap = MappingNetwork(0, cmap_dim, model.num_classes, model.d_mapping_layers, model.mapping_lr_multiplier,
+      lr_multiplier = model.mapping_lr_multiplier if model.d_mapping_lr_multiplier is None else \
+          model.d_mapping_lr_multiplier
+      cmap = MappingNetwork(0, cmap_dim, model.num_classes, model.d_mapping_layers, lr_multiplier,
                             name="mapping")(None, labels)  # [B, cmap_dim]
       return jnp.sum(x * cmap, axis=-1) / math.sqrt(cmap_dim)  # [B]
     return x[:, 0]  # [B]
@@ -309,18 +312,25 @@ def update_w_avg(w_avg, w, beta):
   return mean + beta * (w_avg - mean)
 
 
+def g_variables(g_params, noise_const=None):
+  """The generator's variables: its params and, when given, the constant noise images (state["noise_const"];
+  without them the layers use the ones init draws)."""
+  return {"params": g_params} | ({"noise_const": noise_const} if noise_const is not None else {})
+
+
 def generate(g_params, w_avg, z, labels=None, *, model, truncation_psi=1.0, truncation_cutoff=None,
-             noise_mode="const", rng_noise=None):
-  """Images [B, R, R, C] in about [-1, 1] from z [B, z_dim], with truncation toward `w_avg`."""
+             noise_mode="const", rng_noise=None, noise_const=None):
+  """Images [B, R, R, C] in about [-1, 1] from z [B, z_dim], with truncation toward `w_avg`; noise_mode='const'
+  adds `noise_const` (state["noise_const"])."""
   gen = Generator(model)
   w = gen.apply({"params": g_params}, z, labels, method="mapping")
   ws = truncate(broadcast_ws(w, model.num_ws), w_avg, truncation_psi, truncation_cutoff)
   rngs = {"noise": rng_noise} if rng_noise is not None else {}
-  return gen.apply({"params": g_params}, ws, noise_mode, method="synthesis", rngs=rngs)
+  return gen.apply(g_variables(g_params, noise_const), ws, noise_mode, method="synthesis", rngs=rngs)
 
 
 def style_mixing_grid(g_params, w_avg, z_rows, z_cols, *, model, col_layers, truncation_psi=1.0,
-                      noise_mode="const", labels_rows=None, labels_cols=None):
+                      noise_mode="const", labels_rows=None, labels_cols=None, noise_const=None):
   """Style mixing at inference (StyleGAN Fig. 3): image [i, j] takes the layers in `col_layers` from column j's w
   and the rest from row i's w (e.g. col_layers=range(0, 4): coarse styles from the columns). Returns
   [len(z_rows), len(z_cols), R, R, C] in about [-1, 1]."""
@@ -334,7 +344,8 @@ def style_mixing_grid(g_params, w_avg, z_rows, z_cols, *, model, col_layers, tru
   take_col[list(col_layers)] = True
   ws = jnp.where(take_col[None, None, :, None], wc[None, :], wr[:, None])  # [R, C, L, D]
   nr, nc = ws.shape[:2]
-  img = gen.apply({"params": g_params}, ws.reshape((nr * nc,) + ws.shape[2:]), noise_mode, method="synthesis")
+  img = gen.apply(g_variables(g_params, noise_const), ws.reshape((nr * nc,) + ws.shape[2:]), noise_mode,
+                  method="synthesis")
   return img.reshape((nr, nc) + img.shape[1:])
 
 

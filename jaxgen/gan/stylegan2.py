@@ -23,13 +23,14 @@ from jaxgen.training import figures as figures_lib
 
 
 def sample(state, rng, num, labels=None, *, model, truncation_psi=1.0, noise_mode="const"):
-  """uint8 samples [num, R, R, C] from the EMA generator (state["ema_params"], truncation toward state["w_avg"])."""
+  """uint8 samples [num, R, R, C] from the EMA generator (state["ema_params"], truncation toward state["w_avg"],
+  constant noise state["noise_const"])."""
   rng_z, rng_noise, rng_c = jax.random.split(rng, 3)
   z = jax.random.normal(rng_z, (num, model.z_dim))
   if model.num_classes > 0 and labels is None:
     labels = jax.random.randint(rng_c, (num,), 0, model.num_classes)
   img = networks.generate(state["ema_params"], state["w_avg"], z, labels, model=model, truncation_psi=truncation_psi,
-                          noise_mode=noise_mode, rng_noise=rng_noise)
+                          noise_mode=noise_mode, rng_noise=rng_noise, noise_const=state["noise_const"])
   return networks.to_uint8(img)
 
 
@@ -57,8 +58,8 @@ def truncation_sweep(state, rng, psis, num, *, model, labels=None):
   """{psi: uint8 [num, H, W, C]}: the same z (and noise) at each truncation psi, for sample grids."""
   draw = jax.jit(lambda s, psi: networks.crop_images(networks.to_uint8(networks.generate(
       s["ema_params"], s["w_avg"], jax.random.normal(rng, (num, model.z_dim)), labels, model=model,
-      truncation_psi=psi, noise_mode="const")), model.image_shape), static_argnums=1)
-  ema = {"ema_params": state["ema_params"], "w_avg": state["w_avg"]}
+      truncation_psi=psi, noise_mode="const", noise_const=s["noise_const"])), model.image_shape), static_argnums=1)
+  ema = {k: state[k] for k in ("ema_params", "w_avg", "noise_const")}
   return {psi: np.asarray(draw(ema, float(psi))) for psi in psis}
 
 
@@ -66,15 +67,16 @@ def mixing_grid(state, rng, rows, cols, col_layers, *, model, truncation_psi=1.0
   """uint8 [(rows + 1) * (cols + 1), H, W, C]: a style-mixing figure (StyleGAN Fig. 3). Top row: the column
   sources; left column: the row sources; cell (i, j): row i's image with the layers in `col_layers` taken from
   column j (a blank top-left cell)."""
-  g, w_avg = state["ema_params"], state["w_avg"]
+  g, w_avg, noise_const = state["ema_params"], state["w_avg"], state["noise_const"]
   rng_r, rng_c = jax.random.split(rng)
   zr, zc = jax.random.normal(rng_r, (rows, model.z_dim)), jax.random.normal(rng_c, (cols, model.z_dim))
   lr = None if labels is None else jnp.full((rows,), labels, jnp.int32)
   lc = None if labels is None else jnp.full((cols,), labels, jnp.int32)
   fn = functools.partial(networks.style_mixing_grid, model=model, col_layers=tuple(col_layers),
-                         truncation_psi=truncation_psi, labels_rows=lr, labels_cols=lc)
+                         truncation_psi=truncation_psi, labels_rows=lr, labels_cols=lc, noise_const=noise_const)
   grid = jax.jit(fn)(g, w_avg, zr, zc)  # [rows, cols, R, R, C]
-  gen = jax.jit(functools.partial(networks.generate, model=model, truncation_psi=truncation_psi))
+  gen = jax.jit(functools.partial(networks.generate, model=model, truncation_psi=truncation_psi,
+                                  noise_const=noise_const))
   sources_r, sources_c = gen(g, w_avg, zr, lr), gen(g, w_avg, zc, lc)
   res = model.resolution
   blank = jnp.full((1, res, res, model.img_channels), 1.0)
@@ -108,7 +110,7 @@ def figures(s, state, *, seed, psis, num, mix):
 
 
 def project(g_params, w_avg, target, *, model, steps=200, lr=0.1, initial_noise_factor=0.05, noise_ramp_length=0.75,
-            lr_rampdown_length=0.25, lr_rampup_length=0.05, feature_fn=None, rng=None, w_std=None):
+            lr_rampdown_length=0.25, lr_rampup_length=0.05, feature_fn=None, rng=None, w_std=None, noise_const=None):
   """Find w such that G(w) matches `target` (a simplified `projector.py` of stylegan2-ada-pytorch, Sec. 5 of
   StyleGAN2): Adam on a single w broadcast to all layers, starting from w_avg, with a learning rate ramped up then
   cosine-decayed and Gaussian noise on w that decays to zero over the first `noise_ramp_length` of the steps.
@@ -119,6 +121,7 @@ def project(g_params, w_avg, target, *, model, steps=200, lr=0.1, initial_noise_
   Args:
     target: one image, uint8 [R, R, C].
     w_std: the spread of w for the noise scale (the official code estimates it from 10k samples); None: 1.
+    noise_const: state["noise_const"], the constant noise images; None: the ones init draws.
   Returns:
     (w [w_dim], final distance).
   """
@@ -130,7 +133,8 @@ def project(g_params, w_avg, target, *, model, steps=200, lr=0.1, initial_noise_
   tx = optax.adam(1.0, b1=0.9, b2=0.999)
 
   def distance(w):
-    img = gen.apply({"params": g_params}, networks.broadcast_ws(w[None], model.num_ws), "const", method="synthesis")
+    img = gen.apply(networks.g_variables(g_params, noise_const), networks.broadcast_ws(w[None], model.num_ws), "const",
+                    method="synthesis")
     return jnp.sum(jnp.square(feature_fn(img) - target_feats))
 
   def body(i, carry):

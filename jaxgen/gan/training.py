@@ -14,6 +14,8 @@ The train state is the trainer's dict (jaxgen.training.steps), with a GAN's part
   params             {"generator", "discriminator"}: the two networks' "params"
   ema_params         the generator's EMA (what sampling and evaluation use: `steps.eval_params`)
   w_avg              float32 [w_dim]   running mean of w, the centre of truncation
+  noise_const        the generator's constant noise images [R, R] per synthesis layer (noise_mode='const'; the
+                     official `noise_const` buffers, never trained: so that official weights keep theirs)
   pl_mean            float32 []        running mean of the path lengths
   opt                {"generator", "discriminator"}: optax.adam states
   stats              {"r1_penalty", "pl_penalty"}: the latest regulariser values
@@ -132,7 +134,7 @@ def init_state(rng, batch, *, model, tx, config):
   if (h, w, c) != model.image_shape:
     raise ValueError(f"config.model.image_shape={model.image_shape} but the data has images of shape {(h, w, c)}; "
                      f"set --config.model.image_shape to match.")
-  if b % min(model.mbstd_group_size, b):
+  if b % min(model.mbstd_group_size or b, b):
     raise ValueError(f"config.batch_size={b} must be a multiple of config.model.mbstd_group_size="
                      f"{model.mbstd_group_size} (minibatch standard deviation groups); change one of them.")
   rng_g, rng_d, rng_noise = jax.random.split(rng, 3)
@@ -140,7 +142,8 @@ def init_state(rng, batch, *, model, tx, config):
   labels = jnp.zeros((b,), jnp.int32) if model.num_classes > 0 else None
   images = jnp.zeros((b, model.resolution, model.resolution, model.img_channels))  # [B, R, R, C]
   # jit: an eager init dispatches every small op separately and is several times slower than compiling it.
-  g_params = jax.jit(networks.Generator(model).init)({"params": rng_g, "noise": rng_noise}, z, labels)["params"]
+  g_vars = jax.jit(networks.Generator(model).init)({"params": rng_g, "noise": rng_noise}, z, labels)
+  g_params = g_vars["params"]
   d_params = jax.jit(networks.Discriminator(model).init)(rng_d, images, labels)["params"]
   zero = jnp.zeros((), jnp.int32)
   return {
@@ -148,6 +151,7 @@ def init_state(rng, batch, *, model, tx, config):
       "params": {"generator": g_params, "discriminator": d_params},
       "ema_params": jax.tree.map(jnp.copy, g_params),
       "w_avg": jnp.zeros((model.w_dim,), jnp.float32),
+      "noise_const": g_vars["noise_const"],
       "pl_mean": jnp.zeros((), jnp.float32),
       "opt": {"generator": tx["generator"].init(g_params), "discriminator": tx["discriminator"].init(d_params)},
       "stats": {"r1_penalty": jnp.zeros(()), "pl_penalty": jnp.zeros(())},
