@@ -20,6 +20,7 @@ defaults (the official `stylegan2` config); set others with --config.KEY=VALUE. 
 experiments.prepare_data. Sample metrics use the offline classifier (no download); for the paper's FID pass
 --config.sample_metrics.protocol=stylegan2-ada --config.sample_metrics.inception_path=FILE.npz.
 """
+import io
 import os
 import pickle
 
@@ -35,8 +36,33 @@ from jaxgen.convert import torch_load
 WHAT = "a StyleGAN2-ADA network pickle"
 TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # the first object of a legacy (pre-zip) torch.save file
 # What a network pickle may hold besides the persistent networks: torch's tensor rebuilding and plain containers.
-_ALLOWED = ("torch", "torch._utils", "torch.storage", "torch.serialization", "collections", "builtins", "numpy",
-            "numpy.core.multiarray", "numpy._core.multiarray", "_codecs")
+# Each entry names exactly what may be called: no `builtins.eval`, `getattr` or `__import__`, and torch's storages
+# are read by `_load_storage` (weights_only), not torch.storage._load_from_bytes (which unpickles anything).
+_ALLOWED = {
+    "builtins": {"set", "frozenset", "dict", "list", "tuple", "slice", "bytearray", "bytes", "complex", "float", "int",
+                 "bool", "str", "range"},
+    "collections": {"OrderedDict", "defaultdict"},
+    "_codecs": {"encode"},
+    "numpy": {"dtype", "ndarray"},
+    "numpy.core.multiarray": {"scalar", "_reconstruct"},
+    "numpy._core.multiarray": {"scalar", "_reconstruct"},
+    "torch._utils": {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"},
+}
+
+
+def _load_storage(blob):
+  """torch.storage._load_from_bytes, without its full unpickling: a storage is plain tensor data."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch.load(io.BytesIO(blob), weights_only=True)
+
+
+def _torch_attribute(name):
+  """torch.NAME if it is data a pickle may name (a dtype, a storage class, Size, device), else None."""
+  import torch  # pylint: disable=g-import-not-at-top
+  value = getattr(torch, name, None)
+  if isinstance(value, torch.dtype) or name.endswith("Storage") or name in ("Size", "device"):
+    return value
+  return None
 
 
 class _Network:
@@ -73,7 +99,11 @@ class _Unpickler(pickle.Unpickler):
     if module == "dnnlib.tflib.network":
       raise ConversionError(f"{self.path} is a TensorFlow-era pickle; convert it first with the official "
                             f"`python legacy.py --source={self.path} --dest=NEW.pkl` (stylegan2-ada-pytorch).")
-    if module in _ALLOWED or module.startswith("torch."):
+    if module == "torch.storage" and name == "_load_from_bytes":
+      return _load_storage
+    if module == "torch" and _torch_attribute(name) is not None:
+      return _torch_attribute(name)
+    if name in _ALLOWED.get(module, ()):
       return super().find_class(module, name)
     raise ConversionError(f"{self.path} pickles {module}.{name}, which no StyleGAN2-ADA network pickle holds; "
                           f"pass a published .pkl (or the right --family).")

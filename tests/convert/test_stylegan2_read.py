@@ -6,6 +6,7 @@ module imports neither jax nor ml_collections, so it also runs in an environment
 """
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -43,7 +44,25 @@ def test_read_never_runs_what_a_pickle_asks_for(tmp_path):
   path.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
   with pytest.raises(ConversionError, match="os.system"):
     stylegan2.read(str(path))
+  calls = (("builtins", "exec"), ("builtins", "getattr"), ("torch", "load"), ("torch.serialization", "load"))
+  for module, name in calls:
+    path.write_bytes(f"c{module}\n{name}\n(S'open({str(marker)!r}, \"w\")'\ntR.".encode())
+    with pytest.raises(ConversionError, match=f"{module}.{name}"):
+      stylegan2.read(str(path))
+  # A storage blob is read with weights_only: one that pickles a call is refused by torch, not run.
+  blob = pickle.dumps(RunsWhenLoaded(str(marker)), protocol=2)
+  path.write_bytes(b"ctorch.storage\n_load_from_bytes\n(" + pickle.dumps(blob, protocol=3)[2:-1] + b"tR.")
+  with pytest.raises(Exception):
+    stylegan2.read(str(path))
   assert not marker.exists()
+
+
+class RunsWhenLoaded:
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
 
 
 def test_read_errors_name_the_fix(tmp_path):
