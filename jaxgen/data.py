@@ -411,7 +411,8 @@ class Input:
     seed = [self.config.seed, INIT_SEED]
     idx = np.random.default_rng(seed).permutation(self.train.num_examples)[:self.batch_size]
     batch = self.train.get(idx[self.rows])
-    batch["image"] = augment_images(batch["image"], self.augment, seed, self.batch_size, self.rows)
+    # len(idx): a dataset smaller than the batch (synthetic init data) gives fewer rows than batch_size.
+    batch["image"] = augment_images(batch["image"], self.augment, seed, len(idx), self.rows)
     batch["image"] = binarize(batch["image"], self.config.binarize, seed, self.rows)
     return batch
 
