@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
+from PIL import ImageDraw
 
 from jaxgen.metrics import completion
 from jaxgen.metrics import sample_quality
@@ -237,21 +239,28 @@ def markdown(rows, settings):
   return "\n".join(lines) + "\n"
 
 
-def side_by_side(panels, gap=4):
-  """One picture: the panels left to right, top-aligned on white, `gap` pixels apart."""
+def side_by_side(panels, titles, gap=4, title_height=12):
+  """One picture: the panels left to right on white, `gap` pixels apart, each under its title."""
   height = max(p.shape[0] for p in panels)
-  padded = [np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0)), constant_values=255) for p in panels]
-  return np.concatenate(padded, axis=1)[:, :-gap]
+  out = []
+  for panel, title in zip(panels, titles):
+    header = Image.new("L", (panel.shape[1], title_height), 255)
+    ImageDraw.Draw(header).text((1, 0), title, fill=0)
+    header = np.repeat(np.asarray(header)[:, :, None], panel.shape[2], axis=2)
+    column = np.concatenate([header, np.pad(panel, ((0, height - panel.shape[0]), (0, 0), (0, 0)),
+                                            constant_values=255)])
+    out.append(np.pad(column, ((0, 0), (0, gap), (0, 0)), constant_values=255))
+  return np.concatenate(out, axis=1)[:, :-gap]
 
 
 def write(out_dir, rows, settings, panels):
   """out_dir/comparison.md, comparison.json ({"settings", "columns", "runs"}) and comparison.png (one panel of
-  samples per run, in the rows' order); returns the three paths."""
+  samples per run under the run's name, in the rows' order); returns the three paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"comparison.{ext}") for ext in ("md", "json", "png")]
   with open(paths[0], "w") as f:
     f.write(markdown(rows, settings))
   with open(paths[1], "w") as f:
     json.dump({"settings": settings, "columns": list(COLUMNS), "runs": rows}, f, indent=2)
-  writers.save_png(paths[2], side_by_side(panels), scale=2)
+  writers.save_png(paths[2], side_by_side(panels, [row["run"] for row in rows]), scale=2)
   return paths
