@@ -188,7 +188,8 @@ def timed_samples(s, state, options):
 
 def measure(workdirs, options=Options()):
   """-> (rows, settings, panels): one {column: value or None} per run in COLUMNS order, the shared settings, and
-  one uint8 [H, W, C] sample grid per run. Checks every run's config and data before any compute."""
+  one uint8 [H, W, C] sample grid per run. The runs' data and the shared settings are checked before any run is
+  restored; each run's model and checkpoint when it is restored (`trainer.restore_for_eval`)."""
   names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
   configs = [run_config(w, options) for w in workdirs]
   check_same_data(names, configs)
