@@ -52,7 +52,7 @@ class Options:
   num_samples: int = 0  # generated images per run for FID / KID / precision / recall (0: as many as real ones)
   sample_metrics: dict = dataclasses.field(default_factory=dict)  # config.sample_metrics for all (extractor, ...)
   iw_samples: int = 100  # K of NVAE's importance-weighted bound (0: the ELBO only)
-  iw_chunk_size: int = 10
+  iw_chunk_size: Optional[int] = None  # importance samples per forward pass (None: each run's config.iw_chunk_size)
   project_steps: int = 100  # StyleGAN2 projector steps per image
   num_reconstruct: int = 16  # images encoded and decoded, and completed
   missing: str = "top"  # the hidden region (jaxgen.metrics.completion.REGIONS)
@@ -70,7 +70,9 @@ def run_config(workdir, options):
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   config.sample_metrics = dict(options.sample_metrics) | {"num_samples": options.num_samples}
-  config.iw_samples, config.iw_chunk_size = options.iw_samples, options.iw_chunk_size
+  config.iw_samples = options.iw_samples
+  if options.iw_chunk_size is not None:  # memory: eval_batch_size x iw_chunk_size images per pass
+    config.iw_chunk_size = options.iw_chunk_size
   config.project_steps = options.project_steps
   if options.data_dir is not None:
     config.data_dir = options.data_dir
