@@ -25,6 +25,8 @@ from jaxgen.training import trainer
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a training run.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.eval_split, usually 'test').")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Evaluate the family on the first N examples of the split "
+                                     "(0: all of it).")
 _EVALS = flags.DEFINE_list("evals", [], "Extra evaluators, modules of jaxgen.metrics (completion, sample_quality); "
                            "their options are config.evals.NAME.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -44,11 +46,11 @@ def evaluators(names, config):
   return out
 
 
-def evaluate(s, state, split=None, names=()):
-  """The family's results on `split`, then each named evaluator's."""
+def evaluate(s, state, split=None, names=(), num_examples=0):
+  """The family's results on `split` (its first num_examples; 0: all), then each named evaluator's."""
   split = split or s.config.eval_split
   chosen = evaluators(names, s.config)
-  results = trainer.evaluate_state(s, state, split=split)
+  results = trainer.evaluate_state(s, state, split=split, num_examples=num_examples)
   for _, fn, options in chosen:
     results |= fn(s, state, split, **options)
   return results
@@ -60,7 +62,7 @@ def main(argv):
     evaluators(_EVALS.value, _CONFIG.value)  # a misspelt evaluator fails before anything is restored
     s, state = trainer.restore_for_eval(_CONFIG.value, _WORKDIR.value)
     split = _SPLIT.value or s.config.eval_split
-    results = evaluate(s, state, split, _EVALS.value)
+    results = evaluate(s, state, split, _EVALS.value, _NUM_EXAMPLES.value)
   if jax.process_index() == 0:  # every process computes the results; one prints them
     print(json.dumps({"step": int(state["step"]), "dataset": s.config.dataset, "split": split} | results))
 

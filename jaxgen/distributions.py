@@ -176,15 +176,31 @@ def discretized_logistic_mixture_sample(rng, params, num_channels=3, num_bits=8,
   continuous draws). `temperature` scales the logistic noise (LMConv's `logistic_temperature`); the
   mixture weights are left untouched.
   """
-  logits, means, log_scales, coeffs = _dmol_unpack(params, num_channels)
+  logits, _, _, _ = _dmol_unpack(params, num_channels)
   rng_mix, rng_logistic = jax.random.split(rng)
   k = jax.random.categorical(rng_mix, logits, axis=-1)  # [...]
+  return _dmol_levels(params, num_channels, num_bits, k, rng_logistic, temperature)
+
+
+def discretized_logistic_mixture_mode(params, num_channels=3, num_bits=8):
+  """The deterministic read-out of a mixture: the most likely component's (coupled) means, on the grid.
+  params [..., P] -> int32 [..., C] in {0..2^b-1}. For reconstructions (`sample` at temperature 0 with k = argmax)."""
+  logits, _, _, _ = _dmol_unpack(params, num_channels)
+  return _dmol_levels(params, num_channels, num_bits, jnp.argmax(logits, axis=-1), None, 0.0)
+
+
+def _dmol_levels(params, num_channels, num_bits, k, rng_logistic, temperature):
+  """Component k [...] of every pixel, plus temperature-scaled logistic noise (none for rng_logistic None),
+  coupled channel by channel and rounded to the grid: int32 [..., C]."""
+  logits, means, log_scales, coeffs = _dmol_unpack(params, num_channels)
   one_hot = jax.nn.one_hot(k, logits.shape[-1], dtype=params.dtype)[..., None, :]  # [..., 1, K]
   mu = (means * one_hot).sum(-1)  # [..., C]
   s = jnp.exp((log_scales * one_hot).sum(-1))  # [..., C]
   alpha = (coeffs * one_hot).sum(-1)  # [..., C(C-1)/2]
-  u = jax.random.uniform(rng_logistic, mu.shape, params.dtype, minval=1e-5, maxval=1.0 - 1e-5)
-  noise = temperature * s * (jnp.log(u) - jnp.log1p(-u))  # [..., C]
+  noise = jnp.zeros_like(mu)
+  if rng_logistic is not None:
+    u = jax.random.uniform(rng_logistic, mu.shape, params.dtype, minval=1e-5, maxval=1.0 - 1e-5)
+    noise = temperature * s * (jnp.log(u) - jnp.log1p(-u))  # [..., C]
   levels = 2 ** num_bits - 1
   ints, vs, pair = [], [], 0
   for ch in range(num_channels):

@@ -162,6 +162,19 @@ def test_dmol_sampler_matches_probabilities():
   assert np.all(np.asarray(s0) == round((0.3 + 1) * 127.5))
 
 
+def test_dmol_mode_is_the_most_likely_components_coupled_means():
+  # RGB, 2 components: with one component's logit far ahead, every T=0 sample draws it, and the mode must agree.
+  params = _random_params(jax.random.key(10), (50,), 3, 2, scale=0.5)
+  sample = jax.jit(dist.discretized_logistic_mixture_sample, static_argnums=(2, 3))
+  for ahead in (0, 1):
+    p = params.at[:, ahead].set(30.0)
+    mode = dist.discretized_logistic_mixture_mode(p, 3, 8)
+    assert mode.dtype == jnp.int32 and mode.shape == (50, 3)
+    np.testing.assert_array_equal(mode, sample(jax.random.key(11), p, 3, 8, 0.0))
+  assert not np.array_equal(dist.discretized_logistic_mixture_mode(params.at[:, 0].set(30.0), 3, 8),
+                            dist.discretized_logistic_mixture_mode(params.at[:, 1].set(30.0), 3, 8))
+
+
 def test_bernoulli_log_prob_and_sample():
   logits = jax.random.normal(jax.random.key(0), (3, 4, 4, 1)) * 2
   x = jax.random.bernoulli(jax.random.key(1), 0.5, logits.shape).astype(jnp.uint8)

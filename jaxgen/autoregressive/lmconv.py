@@ -519,9 +519,18 @@ def figures(s, state, *, seed, temperatures, num, missing, completions, complete
   return out | {"completions.png": figures_lib.grid(grid, columns=completions + 2)}
 
 
+def complete(s, state, rng, images, observed):
+  """`Family.complete`: `Model.complete`, exact samples of the hidden pixels given the observed ones (an order that
+  generates the observed pixels first) at config.sample_temperature."""
+  fill = jax.jit(lambda v, r, x: s.model.apply(v, r, x, observed, s.config.sample_temperature, method="complete")[0])
+  order = s.model.completion_orders(observed)[0]
+  return np.asarray(fill(steps.eval_variables(state), rng, jnp.asarray(images))), f"exact conditional ({order} order)"
+
+
 FAMILY = family.LIKELIHOOD._replace(
     figures=figures,
-    figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(missing="bottom", completions=3, complete_images=6))
+    figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(missing="bottom", completions=3, complete_images=6),
+    complete=complete)
 
 
 # A tiny model for tests (sizes of real runs live in experiments/configs).

@@ -318,5 +318,13 @@ def figures(s, state, *, seed, temperatures, num, pairs, interpolation_steps):
   return out | {"interpolations.png": figures_lib.grid(images, columns=interpolation_steps)}
 
 
+def reconstruct(s, state, images, labels):
+  """`Family.reconstruct`: decode(encode(images)) with mid-bin dequantisation, the identity up to float round-off."""
+  labels = jnp.asarray(labels) if s.model.num_classes else None
+  fn = jax.jit(lambda v, x, y: s.model.apply(v, s.model.apply(v, x, y, method="encode"), y, method="decode"))
+  return np.asarray(fn(steps.eval_variables(state), jnp.asarray(images), labels)), "exact inverse"
+
+
 FAMILY = family.LIKELIHOOD._replace(
-    figures=figures, figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(pairs=6, interpolation_steps=8))
+    figures=figures, figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(pairs=6, interpolation_steps=8),
+    reconstruct=reconstruct)

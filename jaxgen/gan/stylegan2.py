@@ -154,7 +154,43 @@ def project(g_params, w_avg, target, *, model, steps=200, lr=0.1, initial_noise_
   return w, distance(w)
 
 
+PROJECT_STEPS = 100  # default of config.project_steps, the projector's Adam steps per image
+
+
+def project_images(s, state, images, observed):
+  """uint8 [N, H, W, C]: G(w) for each image's w found by `project` (EMA generator, constant noise, squared pixel
+  error over the `observed` pixels only, numpy bool [H, W]; config.project_steps Adam steps, default 100)."""
+  model = s.model
+  weight = networks.pad_images(jnp.asarray(observed, jnp.float32)[None, :, :, None], model.resolution)[0]  # [R, R, 1]
+  num_steps = int(s.config.get("project_steps", PROJECT_STEPS))
+
+  def one(target):  # uint8 [R, R, C] -> float [R, R, C] in [-1, 1]
+    w, _ = project(state["ema_params"], state["w_avg"], target, model=model, steps=num_steps,
+                   feature_fn=lambda x: x * weight)
+    return networks.Generator(model).apply({"params": state["ema_params"]}, networks.broadcast_ws(
+        w[None], model.num_ws), "const", method="synthesis")[0]
+
+  targets = networks.pad_images(jnp.asarray(images), model.resolution)  # [N, R, R, C]
+  out = networks.crop_images(networks.to_uint8(jax.jit(jax.vmap(one))(targets)), model.image_shape)
+  return np.asarray(out), num_steps
+
+
+def reconstruct(s, state, images, labels):
+  """`Family.reconstruct`: G(w) with w from the projector (`project_images` on every pixel)."""
+  del labels  # the projector optimises w directly
+  out, num_steps = project_images(s, state, images, np.ones(s.model.image_shape[:2], bool))
+  return out, f"projector ({num_steps} steps, pixel L2)"
+
+
+def complete(s, state, rng, images, observed):
+  """`Family.complete`: the observed pixels kept, the hidden ones from G(w), w projected onto the observed ones."""
+  del rng  # the projector is deterministic here (its noise key is fixed)
+  out, num_steps = project_images(s, state, images, observed)
+  return np.where(observed[None, :, :, None], images, out), f"projector on observed pixels ({num_steps} steps)"
+
+
 FAMILY = family.Family(
     make_optimizer=training.make_optimizer, init_state=training.init_state, train_step=training.train_step,
     eval_step=None, summarize=family.mean_summary, sample_images=sample_images, figures=figures,
-    figure_options=FIGURE_OPTIONS, evaluate=evaluate, progress_keys=("g_loss", "d_loss"))
+    figure_options=FIGURE_OPTIONS, evaluate=evaluate, progress_keys=("g_loss", "d_loss"), reconstruct=reconstruct,
+    complete=complete)

@@ -26,10 +26,15 @@ def missing_region(name, height, width):
   return regions[name]
 
 
+def has_conditional_likelihood(model):
+  """Whether `evaluate` applies: the model has `conditional_log_prob` (autoregressive models)."""
+  return getattr(model, "conditional_log_prob", None) is not None
+
+
 def evaluate(s, state, split, *, missing="top", num_examples=0):
   """-log p(x_missing | x_observed) over `split` (first num_examples; 0: all): "completion_nats" per image and
   "completion_bpd" per hidden dimension, with the region and the orders used."""
-  if getattr(s.model, "conditional_log_prob", None) is None:
+  if not has_conditional_likelihood(s.model):
     raise ValueError(f"The completion evaluator needs a model with conditional_log_prob (an autoregressive model); "
                      f"{s.config.model_name} has none: drop 'completion' from --evals.")
   observed = ~missing_region(missing, *s.train_data.image_shape[:2])  # [H, W]

@@ -52,6 +52,12 @@ class Family(NamedTuple):
   evaluate(s, state, split, num_examples) -> {name: float}, or None
       Replaces the trainer's loop over eval_step and summarize, for results that need whole sets (a GAN's FID).
   progress_keys: names of train metrics shown on the console's progress line (all go to metrics.jsonl).
+  reconstruct(s, state, images, labels) -> (uint8 [N, H, W, C], how), or None
+      Latent access for `jaxgen.metrics.comparison`: encode then decode data images (uint8 [N, H, W, C], labels
+      int32 [N]); `how` says how in a few words (e.g. "exact inverse"). None: the family has no encoder.
+  complete(s, state, rng, images, observed) -> (uint8 [N, H, W, C], how), or None
+      Sampled completion: images equal to `images` where `observed` (numpy bool [H, W]) and filled in by the model
+      elsewhere; `how` says how. None: the family cannot complete a hidden region.
   """
   make_optimizer: Callable[..., Any]
   init_state: Callable[..., Any]
@@ -63,6 +69,8 @@ class Family(NamedTuple):
   figure_options: dict
   evaluate: Optional[Callable[..., Any]] = None
   progress_keys: tuple = ("loss", "bpd", "grad_norm")
+  reconstruct: Optional[Callable[..., Any]] = None
+  complete: Optional[Callable[..., Any]] = None
 
 
 def mean_summary(totals):

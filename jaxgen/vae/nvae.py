@@ -432,8 +432,11 @@ class Model(nn.Module):
       s = cell(s, train)
     return self._crop(self.image_conditional(jax.nn.elu(s)))
 
-  def _forward(self, x, train):
-    """Encoder + decoder on x in [0, 1] (padded).  Returns decoder params (cropped) and the latent terms."""
+  def _forward(self, x, train, posterior_mean=False):
+    """Encoder + decoder on x in [0, 1] (padded).  Returns decoder params (cropped) and the latent terms.
+
+    posterior_mean: every group's z is the mean of q(z | x, z_<l) (before the flows) instead of a sample.
+    """
     s = self.stem(2.0 * x - 1.0)
     for cell in self.pre_process:
       s = cell(s, train)
@@ -461,7 +464,8 @@ class Model(nn.Module):
         if self.res_dist:
           mu_q, log_sig_q = mu_p + mu_q, log_sig_p + log_sig_q
       q = normal_params(mu_q, log_sig_q)
-      z0 = q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape, q[0].dtype)
+      z0 = q[0] if posterior_mean else q[0] + q[1] * jax.random.normal(self.make_rng("sample"), q[0].shape,
+                                                                          q[0].dtype)
       z, log_det = self._flows(z0, idx)
       terms.append(self._group_terms(q, normal_params(mu_p, log_sig_p), z0, z, log_det))
       zs.append(z)
@@ -567,6 +571,17 @@ class Model(nn.Module):
     """One sample z_l ~ q of every group (after the flows), decoder order: list of [B, h_l, w_l, c]."""
     x, _ = self._preprocess(images)
     return self._forward(x, train=False)[1]["z"]
+
+  def reconstruct(self, images):
+    """uint8 [B, H, W, C]: the images decoded from their posterior means (every group's z the mean of q), the
+    decoder's distribution read deterministically: Bernoulli p > 1/2 for binarized data, else the most likely
+    mixture component's mean, rounded to the data's levels."""
+    x, _ = self._preprocess(images)
+    params, _ = self._forward(x, train=False, posterior_mean=True)
+    if self.binarized:
+      return (params > 0).astype(jnp.uint8)
+    levels = distributions.discretized_logistic_mixture_mode(params, self.image_shape[-1], self.num_bits)
+    return jnp.round(levels.astype(jnp.float32) * (255.0 / (2 ** self.num_bits - 1))).astype(jnp.uint8)
 
   def generate(self, rng, num: int, temperature: float = 1.0, train: bool = False):
     """Top-down pass from the prior at `temperature`: decoder parameters [num, H, W, P] (cropped).
@@ -765,10 +780,17 @@ def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):
   return figures_lib.sweep_figures(sweep, num, "temperatures.png", "temperature")
 
 
+def reconstruct(s, state, images, labels):
+  """`Family.reconstruct`: `Model.reconstruct`, the images decoded from their posterior means."""
+  del labels  # unconditional
+  fn = jax.jit(lambda v, x: s.model.apply(v, x, method=Model.reconstruct))
+  return np.asarray(fn(steps.eval_variables(state), jnp.asarray(images))), "posterior mean"
+
+
 FAMILY = family.LIKELIHOOD._replace(
     train_step=steps.train_step, eval_step=eval_step, summarize=summarize, sample_images=sample_images, figures=figures,
     figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(readjust_bn_iterations=500),
-    progress_keys=("loss", "nelbo_bpd", "grad_norm"))
+    progress_keys=("loss", "nelbo_bpd", "grad_norm"), reconstruct=reconstruct)
 
 
 # ----------------------------------------------------------------------------------------------
