@@ -20,6 +20,7 @@ of `COLUMNS` per run; a measure a family cannot give is None, written "none". Wh
                        the median logged step time in metrics.jsonl (compilation and evaluations excluded).
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -213,7 +214,9 @@ def measure(workdirs, options=Options()):
                   "missing": options.missing, "num_reconstruct": count}
     row = {"run": name, "model": s.config.model_name} | training_budget(workdir, s.config, state)
     row |= likelihood(s, state, options)
-    gen = sample_quality.generated_images(s, state, num, min(opts["batch_size"], num), options.seed + 3)
+    sample = functools.partial(sample_quality.sampler(s, opts["sampler"]), state)
+    gen = sample_quality.generated_images(sample, s.train_data.num_classes, num, min(opts["batch_size"], num),
+                                          options.seed + 3)
     if s.config.binarize:
       gen = np.where(gen > 0, 255, 0).astype(np.uint8)
     row |= sample_quality.compare(shared["real_features"], extract(gen))

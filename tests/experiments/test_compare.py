@@ -4,12 +4,13 @@ and the refusal of runs on different data."""
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from experiments import evaluate as evaluate_cli
 from jaxgen.metrics import comparison
 from jaxgen.training import checkpoints
 from jaxgen.training import trainer
@@ -82,9 +83,15 @@ def test_json_matches_markdown_and_png_has_one_panel_per_run(compared):
 
 def test_bpd_is_what_experiments_evaluate_gives(compared):
   workdirs, rows, _, _, _ = compared
+  # The command a user runs (in a subprocess: experiments.evaluate's absl flags are process-wide).
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   for i in (0, 2):  # Glow, LMConv
-    s, state = trainer.restore_for_eval(smoke_config(RUNS[i]), workdirs[i])
-    expected = evaluate_cli.evaluate(s, state, "test", num_examples=OPTIONS.num_examples)["bpd"]
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--config=experiments/configs/{RUNS[i]}.py:smoke",
+         f"--workdir={workdirs[i]}", "--config.total_steps=2", f"--num_examples={OPTIONS.num_examples}"],
+        cwd=repo, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAXGEN_HUGEPAGES="0"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = json.loads(out.stdout.strip().splitlines()[-1])["bpd"]
     assert rows[i]["bpd"] == pytest.approx(expected, rel=1e-6)
   assert rows[0]["recon_rmse"] < 1e-6  # Glow is exactly invertible
   assert rows[1]["recon_rmse"] > 0.0
