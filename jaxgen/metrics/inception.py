@@ -14,7 +14,8 @@ Converting the standard public weights (do this once, on any machine with torch)
     np.savez("inception_fid.npz", **inception.convert_torch_state_dict({k: v.numpy() for k, v in sd.items()}))
 
 then `variables = inception.load_variables("inception_fid.npz")` and
-`feats = inception.pool3_features(variables, images_uint8)`. torchvision's ImageNet `inception_v3` state dict
+`feats = inception.pool3_features(variables, images_uint8)` (`inception.logits` for the 1008-class fc).
+torchvision's ImageNet `inception_v3` state dict
 has the same names (the blocks differ slightly from the FID graph, so its FIDs are not comparable to papers').
 Input handling follows pytorch-fid by default: bilinear resize to 299x299 (half-pixel centres), then x / 127.5 - 1;
 `resize="stylegan2_ada"` takes the TF graph's own resize and scaling instead, as StyleGAN2-ADA's detector does
@@ -207,14 +208,21 @@ def convert_torch_state_dict(state_dict):
   """pytorch-fid / torchvision Inception3 state dict (numpy arrays) -> flat {"collection/path/leaf": array}.
 
   "Mixed_5b.branch1x1.conv.weight" [O, I, kh, kw] -> "params/Mixed_5b/branch1x1/conv/kernel" [kh, kw, I, O];
-  "...bn.weight/bias/running_mean/running_var" -> params scale / bias, batch_stats mean / var. The classifier
-  ("fc.*", "AuxLogits.*") and "num_batches_tracked" are dropped: FID uses pool3 only.
+  "...bn.weight/bias/running_mean/running_var" -> params scale / bias, batch_stats mean / var; the 1008-class
+  classifier "fc.weight" [1008, 2048] -> "params/fc/kernel" [2048, 1008] and "fc.bias" (for `logits`).
+  "AuxLogits.*" and "num_batches_tracked" are dropped.
   """
   out = {}
   for name, value in state_dict.items():
     value = np.asarray(value)
     parts = name.split(".")
-    if parts[0] in ("fc", "AuxLogits") or parts[-1] == "num_batches_tracked":
+    if parts[0] == "AuxLogits" or parts[-1] == "num_batches_tracked":
+      continue
+    if name == "fc.weight":
+      out["params/fc/kernel"] = value.T.astype(np.float32)
+      continue
+    if name == "fc.bias":
+      out["params/fc/bias"] = value.astype(np.float32)
       continue
     *path, layer, leaf = parts
     if layer == "conv" and leaf == "weight":
@@ -257,10 +265,25 @@ def load_variables(path):
   return variables
 
 
+def _backbone(variables):
+  return {**variables, "params": {k: v for k, v in variables["params"].items() if k != "fc"}}
+
+
 def pool3_features(variables, images, batch_size=200, resize="pytorch_fid"):
   """pool3 features [N, 2048] (numpy float64) of uint8 images [N, H, W, C], in batches (`preprocess`'s resize)."""
   model = InceptionV3()
   fn = jax.jit(lambda v, x: model.apply(v, preprocess(x, resize=resize)))
+  variables = _backbone(variables)
   feats = [np.asarray(fn(variables, images[i: i + batch_size]), np.float64)
            for i in range(0, len(images), batch_size)]
   return np.concatenate(feats, axis=0)
+
+
+def logits(variables, images, batch_size=200, resize="pytorch_fid"):
+  """1008-class logits [N, 1008] (numpy float64): pool3 -> fc, as torchvision's Inception3 forward (eval)."""
+  fc = variables["params"].get("fc")
+  if fc is None or "kernel" not in fc or "bias" not in fc:
+    raise ValueError("these Inception variables have no fc layer (an npz from before logits were kept); "
+                     "reconvert the .pth with jaxgen.convert.inception.write_npz.")
+  pool3 = pool3_features(variables, images, batch_size=batch_size, resize=resize)
+  return pool3 @ np.asarray(fc["kernel"], np.float64) + np.asarray(fc["bias"], np.float64)

@@ -12,7 +12,8 @@ in numpy, so the CI test rebuilds the same weights without torch and without a 9
 of two 32x32 images. official.npz: images (uint8 [2, 32, 32, 3]), pool3 (float32 [2, 2048]) and pool3_ada, the
 same network behind StyleGAN2-ADA's front end (affine_grid with theta offset 1/W - 1/299, grid_sample bilinear with
 border padding, (x - 128) / 128; reproduced from research/faithfulness-nvae-stylegan2.md row 6, since NVIDIA's
-TorchScript file cannot be downloaded here).
+TorchScript file cannot be downloaded here), and logits / logits_ada (float32 [2, 1008]): the same network's fc
+applied to pool3 / pool3_ada, as torchvision's Inception3 forward does (eval dropout = identity, flatten, fc).
 
 Monkeypatches: `torch.library.register_fake` is a no-op while torchvision is imported (its PyPI wheel is built
 against CUDA torch and registers fake kernels for C++ ops the CPU torch lacks; only Python modules are used).
@@ -76,8 +77,14 @@ def main(official, out_dir):
   model_ada = fid_inception.InceptionV3([3], resize_input=False, normalize_input=False).eval()
   with torch.no_grad():
     pool3_ada = model_ada((x - 128.0) / 128.0)[0][:, :, 0, 0].numpy().astype(np.float32)
+  # Logits: torchvision's Inception3 forward after pool3 (dropout is the identity in eval, flatten, fc).
+  fc = fid_inception.fid_inception_v3().fc.eval()
+  with torch.no_grad():
+    logits = fc(torch.from_numpy(pool3)).numpy().astype(np.float32)
+    logits_ada = fc(torch.from_numpy(pool3_ada)).numpy().astype(np.float32)
   os.makedirs(out_dir, exist_ok=True)
-  np.savez_compressed(os.path.join(out_dir, "official.npz"), images=images, pool3=pool3, pool3_ada=pool3_ada)
+  np.savez_compressed(os.path.join(out_dir, "official.npz"), images=images, pool3=pool3, pool3_ada=pool3_ada,
+                      logits=logits, logits_ada=logits_ada)
   print("pool3", pool3.shape, "mean", pool3.mean(), "max", pool3.max())
 
 
