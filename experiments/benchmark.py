@@ -24,14 +24,13 @@ import time
 
 from absl import flags
 import jax
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli
 from jaxgen import data
 from jaxgen.training import trainer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "Device peak (TFLOP/s, all devices) for FLOP utilisation.")

@@ -9,9 +9,11 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 import jax
+from ml_collections.config_flags import config_flags
 
 from jaxgen import convert
 from jaxgen.training import checkpoints
+from jaxgen.training import trainer
 
 # Errors that mean "the input is wrong", each with a message that names the fix: shown as one line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, checkpoints.CheckpointError, FloatingPointError,
@@ -97,6 +99,29 @@ def initialize_distributed():
                                    jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+class _ConfigFileWithDefaults(config_flags.ConfigFileFlagParser):
+  """A config file's `get_config()` with the trainer's optional keys filled in (`trainer.DEFAULTS`) before it is
+  locked, so that `--config.KEY=VALUE` can set them whether or not the file mentions them."""
+
+  def parse(self, path):
+    config = super().parse(path)
+    if hasattr(config, "unlocked"):  # a file that failed to load is a placeholder that raises when used
+      with config.unlocked():
+        for key, value in trainer.DEFAULTS.items():
+          if key not in config:
+            config[key] = value
+    return config
+
+
+def define_config_flag(flag_values=flags.FLAGS, sys_argv=None):
+  """The scripts' `--config=FILE[:VARIANT]` flag: the file's config, locked, with the trainer's defaults present."""
+  flag = config_flags._ConfigFlag(  # pylint: disable=protected-access; the public DEFINE takes no parser
+      parser=_ConfigFileWithDefaults(name="config", lock_config=True), serializer=flags.ArgumentSerializer(),
+      name="config", default=None, help_string="Path to an experiment config file (FILE.py or FILE.py:VARIANT).",
+      flag_values=flag_values, sys_argv=sys_argv)
+  return flags.DEFINE_flag(flag, flag_values)
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with a bad --config.key override reported in one line instead of a traceback."""
   try:
@@ -106,7 +131,7 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections: unknown key or bad value
     bad = [a for a in argv[1:] if a.startswith("--config.")]
     sys.exit(f"error: a --config.KEY=VALUE override does not fit the config ({e}) in {bad}; "
-             f"use only keys that the config file defines.")
+             f"use keys that the config file or the trainer's defaults (jaxgen.training.trainer.DEFAULTS) define.")
 
 
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"

@@ -17,12 +17,11 @@ import json
 
 from absl import flags
 import jax
-from ml_collections import config_flags
 
 from experiments import cli
 from jaxgen.training import trainer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a training run.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.eval_split, usually 'test').")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Evaluate the family on the first N examples of the split "

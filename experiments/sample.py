@@ -9,14 +9,13 @@ said by its `figures` docstring. Their options are config.figures keys, checked 
 from absl import flags
 from etils import epath
 import jax
-from ml_collections import config_flags
 
 from experiments import cli
 from jaxgen.training import family
 from jaxgen.training import trainer
 from jaxgen.training import writers
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a training run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.mark_flags_as_required(["config", "workdir"])

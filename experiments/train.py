@@ -9,12 +9,11 @@ import logging
 from absl import app
 from absl import flags
 import jax
-from ml_collections import config_flags
 
 from experiments import cli
 from jaxgen.training import trainer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.mark_flags_as_required(["config", "workdir"])
 
