@@ -198,6 +198,10 @@ def load(name, split, data_dir=None, cache_dir=None):
 
     source, info = prepared.open_split(name[len(FOLDER):], split, cache_dir)
     return Dataset(name, split, len(source), tuple(info["image_shape"]), info["num_classes"], source)
+  if data_dir and "://" in str(data_dir):
+    raise ValueError(f"config.data_dir={data_dir} is not a local directory: TFDS reads array_record files, which "
+                     f"cannot be opened on object stores; copy it to this host's disk (gsutil -m cp -r) and pass that, "
+                     f"or prepare your images as --config.dataset=folder:gs://... (experiments.prepare_data).")
   import tensorflow_datasets as tfds  # imported here: the bundled dataset and tests do not need it
 
   try:

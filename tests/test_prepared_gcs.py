@@ -71,6 +71,8 @@ def test_corrupt_remote_shards_and_a_full_disk_are_one_line_errors(gcs, images, 
   monkeypatch.setattr(prepared.shutil, "disk_usage", lambda _: type("Usage", (), {"free": 10}))
   with pytest.raises(OSError, match="needs .* GiB in .*, which has .* GiB free; set --config.data_cache_dir"):
     data.load(f"folder:{DEST}", "train", cache_dir=str(cache))
+  with pytest.raises(ValueError, match="data_dir=gs://bucket/tfds is not a local directory.*gsutil"):
+    data.load("mnist", "train", data_dir="gs://bucket/tfds")
 
 
 def test_an_interrupted_upload_never_looks_complete_and_is_replaced(gcs, images, monkeypatch):
