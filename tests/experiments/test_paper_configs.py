@@ -3,9 +3,13 @@ mapping layers, bits) and only narrows widths; every one builds at the real reso
 model's init), and one training step compiles and runs on synthetic images of the real shape for those whose step
 compiles in seconds (the datasets are manual downloads, unavailable offline).
 
-Not stepped here (CPU seconds to compile and run the smoke step on the 2-core machine, JAX_DISABLE_MOST_OPTIMIZATIONS):
-nvae_celebahq256 / nvae_ffhq256 (same networks) 171 s, nvae_celeba64 94 s, stylegan2_ffhq256 84 s with every
-regulariser, stylegan2_ffhq1024 78 s even without R1 and path length; Glow's 14-34 s and LMConv's 7 s fit."""
+Not stepped here (CPU seconds to compile init and the smoke step on the 2-core machine, JAX_DISABLE_MOST_OPTIMIZATIONS,
+before the NVAE smokes went to one group per scale, which cut celeba64's step program by 16% of its ops):
+nvae_celebahq256 / nvae_ffhq256 (same networks) 171 s, nvae_celeba64 94 s (75 s of it compiling: 25 init, 49 step),
+stylegan2_ffhq256 84 s with every regulariser, stylegan2_ffhq1024 78 s even without R1 and path length; together
+~10 CPU minutes, ten times what the suite can spend on them. XLA:CPU's compile time grows with the number of HLO ops
+(NVAE celeba64: 12k in init, 28k in the step), most of it in HLO passes (copy insertion, simplification, call
+inlining), the rest in LLVM code generation. Glow's 14-34 s and LMConv's 7 s fit."""
 import importlib
 
 import jax
