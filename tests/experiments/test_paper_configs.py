@@ -1,12 +1,13 @@
 """The papers' large-dataset configs: each `:smoke` keeps the paper's resolution and structure (levels, latent scales,
 mapping layers, resolution blocks, bits) and only narrows widths (NVAE: one latent group per scale, one cell per
-block); every one builds at the real resolution (`trainer.setup` traces the model's init) and trains one step on
-synthetic images of the real shape (the datasets are manual downloads, unavailable offline).
+block); every one builds at the real resolution (`trainer.setup` traces the model's init), and the ones in STEPPED
+train one step on synthetic images of the real shape (the datasets are manual downloads, unavailable offline).
 
-Init and step compile with XLA:CPU's elemental emitters (`FAST_COMPILE`). With its default fusion emitters, at
-JAX_DISABLE_MOST_OPTIMIZATIONS, compiling took most of each smoke's 1-3 CPU minutes (nvae_celeba64: 25 s init, 49 s
-step; nvae_celebahq256 / nvae_ffhq256 171 s in all, stylegan2_ffhq256 84 s, stylegan2_ffhq1024 78 s); the elemental
-emitters compile the same HLO several times faster (nvae_imagenet32's step: 72 -> 9 CPU s)."""
+Init and step compile with XLA:CPU's elemental emitters (`FAST_COMPILE`), faster than its default fusion emitters at
+JAX_DISABLE_MOST_OPTIMIZATIONS (nvae_imagenet32's step: 72 -> 9 CPU s). All nine pass with it, but init + step cost
+(CPU s, setup to first step, on a loaded 2-core machine): nvae_imagenet32 21, nvae_celeba64 76, nvae_celebahq256 104,
+nvae_ffhq256 83, stylegan2_ffhq256 100, stylegan2_ffhq1024 97; the last five (~460 s) are far over the suite's
+budget and are not stepped here (`-k trains` with them added to STEPPED runs them)."""
 import functools
 import importlib
 
@@ -21,6 +22,7 @@ PAPER_CONFIGS = ("glow_imagenet32", "glow_celebahq256", "nvae_imagenet32", "nvae
                  "nvae_ffhq256", "stylegan2_ffhq256", "stylegan2_ffhq1024", "lmconv_celebahq64")
 # Same HLO, same math; the fusion emitters' code generation is what is slow on programs this size (module docstring).
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False}
+STEPPED = ("glow_imagenet32", "glow_celebahq256", "nvae_imagenet32", "lmconv_celebahq64")
 # The only config.model keys a :smoke variant may change: widths, depths within a level, regulariser intervals.
 NARROWED = {
     "depth", "hidden_channels", "remat",  # Glow
@@ -59,7 +61,7 @@ def test_smoke_builds_at_the_real_resolution(name):
   assert tuple(s.model.image_shape) == tuple(full.model.image_shape) == s.train_data.image_shape
 
 
-@pytest.mark.parametrize("name", PAPER_CONFIGS)
+@pytest.mark.parametrize("name", STEPPED)
 def test_smoke_trains_one_step_at_the_real_resolution(name):
   _, config = _configs(name)
   config.xla_cpu_options = dict(config.get("xla_cpu_options", {}), **FAST_COMPILE)  # the step's compile options
