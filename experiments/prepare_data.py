@@ -5,7 +5,8 @@ python -m experiments.train --config=experiments/configs/glow_quickstart.py --wo
   --config.dataset=folder:/data/my_images --config.model.image_shape='(64, 64, 3)'
 
 --dest receives raw pixels in array_record shards plus info.json (jaxgen/prepared.py has the format), written
-atomically: an interrupted run leaves only DEST.partial, which the next run removes.
+atomically: an interrupted run leaves only DEST.partial, which the next run removes. A bucket (--dest=gs://B/NAME)
+gets the shards of a local run (in TMPDIR) uploaded, info.json last; train with --config.dataset=folder:gs://B/NAME.
 """
 from absl import app
 from absl import flags
@@ -14,7 +15,8 @@ from experiments import cli
 from jaxgen import prepared
 
 _SOURCE = flags.DEFINE_string("source", None, "Folder (searched recursively) or .zip of PNG / JPEG / WebP images.")
-_DEST = flags.DEFINE_string("dest", None, "Directory to write; train with --config.dataset=folder:DEST.")
+_DEST = flags.DEFINE_string("dest", None, "Directory or bucket path (gs://...) to write; train with "
+                                 "--config.dataset=folder:DEST.")
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Centre-crop each image to a square and resize it to NxN "
                                    "(Lanczos); without it every image must already have the same size.")
 _CHANNELS = flags.DEFINE_enum("channels", "auto", ["auto", "1", "3"],

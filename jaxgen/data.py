@@ -186,15 +186,22 @@ def _missing_data_error(name, data_dir, where):
       f"or use --config.dataset=digits (bundled, no download).")
 
 
-def load(name, split, data_dir=None):
-  """Returns a `Dataset` for `name` ("digits", "folder:DIR" or a TFDS name) and `split` ("train", "test", ...)."""
+def load(name, split, data_dir=None, cache_dir=None):
+  """Returns a `Dataset` for `name` ("digits", "folder:DIR" or a TFDS name) and `split` ("train", "test", ...).
+
+  cache_dir: where the shards of a folder on an object store (folder:gs://...) are copied (`prepared.stage`).
+  """
   if name == BUNDLED:
     return _load_bundled(split)
   if name.startswith(FOLDER):
     from jaxgen import prepared  # pylint: disable=g-import-not-at-top
 
-    source, info = prepared.open_split(name[len(FOLDER):], split)
+    source, info = prepared.open_split(name[len(FOLDER):], split, cache_dir)
     return Dataset(name, split, len(source), tuple(info["image_shape"]), info["num_classes"], source)
+  if data_dir and "://" in str(data_dir):
+    raise ValueError(f"config.data_dir={data_dir} is not a local directory: TFDS reads array_record files, which "
+                     f"cannot be opened on object stores; copy it to this host's disk (gsutil -m cp -r) and pass that, "
+                     f"or prepare your images as --config.dataset=folder:gs://... (experiments.prepare_data).")
   import tensorflow_datasets as tfds  # imported here: the bundled dataset and tests do not need it
 
   try:
@@ -369,7 +376,7 @@ class Input:
   and this host's rows.
 
   config keys read: dataset, data_dir, binarize, seed, batch_size, eval_batch_size (0: batch_size), augment,
-  data_workers, prefetch, data_cache_mb (trainer.DEFAULTS documents them).
+  data_workers, prefetch, data_cache_mb, data_cache_dir (trainer.DEFAULTS documents them).
   `train` is the train split (or `train_data`, e.g. synthetic images for benchmarks); other splits are opened once,
   on first use. Batches come from the split decoded into memory when it fits in data_cache_mb (decoded on first
   use). Every batch is host-local: this process's rows of the global batch (`host_slice`).
@@ -384,7 +391,8 @@ class Input:
     for key, value in (("data_workers", self.workers), ("prefetch", self.prefetch), ("data_cache_mb", self.cache_mb)):
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"config.{key}={value!r} must be an integer >= 0.")
-    self.train = train_data or load(config.dataset, "train", config.data_dir)
+    self.cache_dir = config.get("data_cache_dir") or None
+    self.train = train_data or load(config.dataset, "train", config.data_dir, self.cache_dir)
     self.augment = check_augment(config.get("augment"), self.train.image_shape)
     self.batch_size = config.batch_size
     self.eval_batch_size = config.eval_batch_size or config.batch_size
@@ -396,7 +404,7 @@ class Input:
   def split(self, name):
     """The `Dataset` of split `name`, opened once."""
     if name not in self._splits:
-      self._splits[name] = load(self.config.dataset, name, self.config.data_dir)
+      self._splits[name] = load(self.config.dataset, name, self.config.data_dir, self.cache_dir)
     return self._splits[name]
 
   def cached(self, name):

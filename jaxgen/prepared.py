@@ -5,8 +5,14 @@ files, one record per image, read with random access and no decoding.
 (`python -m experiments.prepare_data`); `open_split` opens one split of it for `data.load("folder:DIR", split)`.
 DIR holds `info.json` (image shape, classes, splits and their shard files, the options used, skipped files) and
 `<split>-NNNNN.array_record` shards. A record is the label (int32, little-endian) followed by the image's
-H*W*C uint8 pixels in HWC order. info.json is written last and DIR only appears by renaming a finished
-`DIR.partial`, so an interrupted run never leaves a directory that looks complete.
+H*W*C uint8 pixels in HWC order. info.json lists every shard's size and sha256. It is written last and DIR only
+appears by renaming a finished `DIR.partial`, so an interrupted run never leaves a directory that looks complete.
+
+Object stores (DIR a URI such as gs://bucket/name; array_record reads local files only): `prepare` writes the dataset
+in the system's temporary directory (TMPDIR), then uploads the shards and info.json last. `open_split` copies the
+shards of the split it opens into a local cache directory (`cache_dir`: config.data_cache_dir, default
+$JAXGEN_CACHE/data or <tmp>/jaxgen-data), checks each against info.json's size and sha256, and re-uses shards
+copied and checked before.
 
 Images are converted once, as StyleGAN2-ADA's dataset_tool does (`--transform=center-crop`: centre crop to a square,
 then PIL's Lanczos resize), with three differences: EXIF orientation is applied, transparent pixels are composited
@@ -15,10 +21,14 @@ on white (dataset_tool refuses images with alpha), and 16-bit images keep their 
 import collections
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import struct
+import tempfile
 import time
 import zipfile
 
@@ -36,6 +46,8 @@ LABEL_FILE = "dataset.json"  # StyleGAN2-ADA's labels: {"labels": [["relative/pa
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 SHARD_BYTES = 256 << 20  # records per shard: as many as fit in 256 MiB
 PREPARE = "python -m experiments.prepare_data --source=IMAGES --dest={dest}"
+SHARD_NAME = re.compile(r"[a-z]+-\d{5}\.array_record")
+COPY_CHUNK = 16 << 20  # bytes per read when copying shards to or from an object store
 
 
 def encode(image, label):
@@ -83,8 +95,14 @@ def read_info(directory):
   return info
 
 
-def open_split(directory, split):
-  """-> (Records, info) of split `split` of the dataset that `prepare` wrote to `directory`."""
+def is_remote(path):
+  """True for a URI with a scheme (gs://, s3://, ...): array_record cannot open it, so its shards are staged."""
+  return "://" in str(path)
+
+
+def open_split(directory, split, cache_dir=None):
+  """-> (Records, info) of split `split` of the dataset that `prepare` wrote to `directory` (a local path, or a URI
+  whose shards are first copied to `cache_dir` by `stage`)."""
   root = epath.Path(directory).expanduser()
   info = read_info(root)
   if split not in info["splits"]:
@@ -96,7 +114,69 @@ def open_split(directory, split):
   if missing:
     raise FileNotFoundError(f"folder:{root} lacks {missing[0]} (and {len(missing) - 1} more shard(s)) that info.json "
                             f"lists; copy the whole directory, or prepare it again with --overwrite.")
-  return Records([f"{root / s['file']}[0:{s['num_examples']}]" for s in shards], info["image_shape"]), info
+  local = stage(root, info, split, cache_dir) if is_remote(root) else root
+  return Records([f"{local / s['file']}[0:{s['num_examples']}]" for s in shards], info["image_shape"]), info
+
+
+def default_cache_dir():
+  """$JAXGEN_CACHE/data, else <system tmp>/jaxgen-data: where the shards of remote datasets are staged."""
+  base = os.environ.get("JAXGEN_CACHE")
+  return os.path.join(base, "data") if base else os.path.join(tempfile.gettempdir(), "jaxgen-data")
+
+
+def file_digest(path, copy_to=None):
+  """-> (bytes, sha256 hex) of the file at epath `path`, read in chunks (each also written to epath `copy_to`)."""
+  digest, size = hashlib.sha256(), 0
+  with contextlib.ExitStack() as stack:
+    source = stack.enter_context(path.open("rb"))
+    copy = stack.enter_context(copy_to.open("wb")) if copy_to is not None else None
+    while chunk := source.read(COPY_CHUNK):
+      digest.update(chunk)
+      size += len(chunk)
+      if copy is not None:
+        copy.write(chunk)
+  return size, digest.hexdigest()
+
+
+def stage(root, info, split, cache_dir=None):
+  """Copies the shards of `split` of the remote dataset `root` to a local directory and returns it (an epath).
+
+  The directory is cache_dir/<name>-<hash of root's URI and info.json>. A shard is copied through a temporary name,
+  checked against info.json's size and sha256 (the remote file's size where info.json predates them), and then
+  marked with `<shard>.verified`; a marked shard of the right size is re-used, not copied again. Each process
+  copies what it reads (every host reads every shard: its rows of each batch come from the whole split).
+  """
+  key = hashlib.sha256((str(root) + json.dumps(info, sort_keys=True)).encode()).hexdigest()[:12]
+  local = epath.Path(cache_dir or default_cache_dir()).expanduser() / f"{root.name}-{key}"
+  local.mkdir(parents=True, exist_ok=True)
+  todo = []
+  for shard in info["splits"][split]["shards"]:
+    expected = {"bytes": shard.get("bytes") or (root / shard["file"]).stat().length, "sha256": shard.get("sha256")}
+    marker, dst = local / f"{shard['file']}.verified", local / shard["file"]
+    if not (marker.exists() and json.loads(marker.read_text()) == expected and dst.exists()
+            and dst.stat().length == expected["bytes"]):
+      todo.append((shard["file"], expected))
+  need, free = sum(e["bytes"] for _, e in todo), shutil.disk_usage(local).free
+  if need > free:
+    raise OSError(f"Staging split {split!r} of folder:{root} needs {need / 2**30:.2f} GiB in {local}, which has "
+                  f"{free / 2**30:.2f} GiB free; set --config.data_cache_dir to a local disk with room.")
+  if todo:
+    logger.info("Copying %d shard(s) (%.2f GiB) of folder:%s split %r to %s.", len(todo), need / 2**30, root, split,
+                local)
+  for name, expected in todo:
+    partial = local / f"{name}.{os.getpid()}.partial"  # each process its own: hosts may share a cache directory
+    size, sha256 = file_digest(root / name, copy_to=partial)
+    if size != expected["bytes"] or expected["sha256"] not in (None, sha256):
+      partial.unlink()
+      listed = f"{expected['bytes']} bytes" + (f", sha256 {expected['sha256'][:12]}..." if expected["sha256"] else "")
+      raise ValueError(f"{root / name} is {size} bytes with sha256 {sha256[:12]}..., but {root / INFO} lists "
+                       f"{listed}: it is truncated or corrupt; copy it again, or prepare again with "
+                       f"{PREPARE.format(dest=root)} --overwrite.")
+    partial.replace(local / name)
+    marker_partial = local / f"{name}.verified.{os.getpid()}.partial"
+    marker_partial.write_text(json.dumps(expected))
+    marker_partial.replace(local / f"{name}.verified")
+  return local
 
 
 # ---- Reading the source images.
@@ -353,19 +433,29 @@ class _ShardWriter:
     if self._writer is not None:
       self._writer.close()
       self._writer = None
+      shard = self.shards[-1]
+      shard["bytes"], shard["sha256"] = file_digest(self.directory / shard["file"])
 
   def close(self):
     self._close_shard()
     return {"num_examples": sum(s["num_examples"] for s in self.shards), "shards": self.shards}
 
 
-def _claim(dest, overwrite):
-  """Checks DEST before any image is read; -> the DEST.partial directory to write into (emptied)."""
+def _check_dest(dest, overwrite):
+  """One-line errors, before any image is read, for a DEST that holds something `prepare` must not replace."""
   if (dest / INFO).exists() and not overwrite:
     raise ValueError(f"--dest={dest} already holds a prepared dataset; pass --overwrite to replace it, or "
-                          f"choose another --dest.")
-  if dest.exists() and not (dest / INFO).exists() and (not dest.is_dir() or any(dest.iterdir())):
+                     f"choose another --dest.")
+  # On an object store, shards without info.json are what an interrupted upload left: `_upload` replaces them.
+  leftover = lambda f: is_remote(dest) and SHARD_NAME.fullmatch(f.name)  # noqa: E731
+  if dest.exists() and not (dest / INFO).exists() and (
+      not dest.is_dir() or not all(leftover(f) for f in dest.iterdir())):
     raise ValueError(f"--dest={dest} exists and is not a prepared dataset; choose a new or empty --dest.")
+
+
+def _claim(dest, overwrite):
+  """Checks DEST before any image is read; -> the DEST.partial directory to write into (emptied)."""
+  _check_dest(dest, overwrite)
   partial = dest.parent / (dest.name + ".partial")
   if partial.exists():
     logger.info("Removing %s, left by an interrupted run.", partial)
@@ -387,6 +477,13 @@ def prepare(source, dest, *, resolution=None, channels="auto", labels="auto", ho
   """
   check_options(resolution, channels, labels, holdout, on_error)
   source, dest = epath.Path(source).expanduser(), epath.Path(dest).expanduser()
+  if is_remote(dest):
+    _check_dest(dest, overwrite)
+    with tempfile.TemporaryDirectory(prefix="jaxgen-prepare-") as local:
+      info = prepare(source, epath.Path(local) / dest.name, resolution=resolution, channels=channels, labels=labels,
+                     holdout=holdout, seed=seed, on_error=on_error, workers=workers)
+      _upload(epath.Path(local) / dest.name, dest)
+    return info
   workers = workers or os.cpu_count() or 1
   with contextlib.ExitStack() as stack:
     src = _Source(source, stack)
@@ -413,6 +510,22 @@ def prepare(source, dest, *, resolution=None, channels="auto", labels="auto", ho
   logger.info("Wrote %s: %s images of shape %s, %d classes, splits %s.", dest, sum(counts.values()),
               tuple(info["image_shape"]), num_classes, counts)
   return info
+
+
+def _upload(local, dest):
+  """Copies the finished dataset `local` to the object store path `dest`. A dataset already there loses its info.json
+  first and the new info.json is copied last, so an interrupted upload never leaves one that looks complete."""
+  if (dest / INFO).exists():
+    (dest / INFO).unlink()
+  if dest.exists():
+    dest.rmtree()
+  dest.mkdir(parents=True, exist_ok=True)
+  files = sorted(f for f in local.iterdir() if f.name != INFO)
+  for i, f in enumerate(files):
+    logger.info("Uploading %s (%d/%d) to %s.", f.name, i + 1, len(files), dest)
+    file_digest(f, copy_to=dest / f.name)
+  (dest / INFO).write_text((local / INFO).read_text())
+  logger.info("Uploaded %s.", dest)
 
 
 def _write(src, partial, label_of, resolution, channels, holdout, seed, on_error, workers):

@@ -9,8 +9,12 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 # Offline sample-quality classifiers trained by tests (tiny, on mock data) stay out of the user's ~/.cache/jaxgen.
 os.environ.setdefault("JAXGEN_CACHE", os.path.join(tempfile.mkdtemp(prefix="jaxgen-test-cache-")))
 
-import jax  # pylint: disable=g-import-not-at-top
+from etils import epath  # pylint: disable=g-import-not-at-top
+import fsspec
+from fsspec.implementations import memory
+import jax
 import numpy as np
+import pytest
 
 CACHE_DIR = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "jaxgen-test-xla-cache"))
@@ -26,3 +30,37 @@ def perturb(tree, scale=0.02, seed=0):
   out = [x + scale * jax.random.normal(r, x.shape, x.dtype) if np.issubdtype(x.dtype, np.floating) else x
          for x, r in zip(leaves, rngs)]
   return jax.tree.unflatten(treedef, out)
+
+
+class FakeGCS(memory.MemoryFileSystem):
+  """gs:// in memory; refuses appends, as object stores do (the `gcs` fixture: tests of run directories and data
+  on object stores)."""
+  protocol = ("gs", "gcs")
+  store, pseudo_dirs = {}, [""]
+
+  def __init__(self, *args, finalize_on_close=None, **kwargs):  # epath passes gcsfs's option
+    super().__init__(*args, **kwargs)
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    for prefix in ("gs://", "gcs://"):
+      path = path[len(prefix):] if str(path).startswith(prefix) else path
+    return super()._strip_protocol(path)
+
+  def _open(self, path, mode="rb", **kwargs):
+    if "a" in mode:
+      raise OSError("object stores cannot append")
+    return super()._open(path, mode, **kwargs)
+
+
+@pytest.fixture
+def gcs(monkeypatch, tmp_path):
+  monkeypatch.setenv("EPATH_USE_TF", "false")  # epath's fsspec backend, not TensorFlow's gfile
+  monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (e.g. a local "gs:" folder)
+  for protocol in FakeGCS.protocol:
+    fsspec.register_implementation(protocol, FakeGCS, clobber=True)
+  FakeGCS.store.clear()
+  yield epath.Path("gs://bucket/run")
+  FakeGCS.store.clear()
+  FakeGCS.pseudo_dirs[:] = [""]
+  assert os.listdir(tmp_path) == []

@@ -35,10 +35,12 @@ def get_config(arg=None, *, train_images=TRAIN_IMAGES, epochs=300):
 
 
 def smoke(config):
-  """The real resolution and latent hierarchy (scales, ada groups, flows) at 4 channels and 2 latents per group."""
+  """The real resolution and latent scales (with flows) at 4 channels and 2 latents per group: one group per scale
+  (two on a single scale, which with one would be the one-latent "vanilla" model), one cell per block."""
   config.batch_size, config.total_steps = 2, 2
+  groups = 1 if config.model.num_latent_scales > 1 else 2  # each group is one more copy of the cells to compile
   config.model.update(num_channels_enc=4, num_channels_dec=4, num_preprocess_cells=1, num_postprocess_cells=1,
-                      num_groups_per_scale=2, min_groups_per_scale=1, num_latent_per_group=2,
+                      num_groups_per_scale=groups, min_groups_per_scale=1, num_latent_per_group=2,
                       num_cell_per_cond_enc=1, num_cell_per_cond_dec=1, num_mixture_dec=2, num_nf=1,
                       kl_anneal_steps=1, kl_const_steps=0)
   config.optimizer = dict(config.optimizer, warmup_steps=1)

@@ -42,10 +42,13 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #     cores, not for large raw-pixel images (a 256x256 folder), whose batches they must copy back (BENCHMARKS.md).
 #   prefetch: batches read ahead of the step.
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
+#   data_cache_dir: local directory that the shards of a folder:gs://... dataset are copied to before reading
+#     ("": $JAXGEN_CACHE/data, else <system tmp>/jaxgen-data; jaxgen.prepared.stage).
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
                 binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
-                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024)
+                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024,
+                data_cache_dir="")
 
 
 def with_defaults(config):

@@ -1,13 +1,11 @@
 """Run directories on object stores: config.json, metrics.jsonl, TensorBoard events and sample PNGs go through
-etils.epath, tested on an in-memory `gs://` filesystem (fsspec) that, like GCS, cannot append. Orbax writes arrays
-through tensorstore, which has no such fake: checkpoints are tested through epath on local paths only."""
+etils.epath, tested on an in-memory `gs://` filesystem (the `gcs` fixture of tests/conftest.py) that, like GCS,
+cannot append. Orbax writes arrays through tensorstore, which has no such fake: checkpoints are tested through epath
+on local paths only."""
 import io
 import json
-import os
 
 from etils import epath
-import fsspec
-from fsspec.implementations import memory
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -15,39 +13,6 @@ import pytest
 
 from jaxgen.training import checkpoints
 from jaxgen.training import writers
-
-
-class FakeGCS(memory.MemoryFileSystem):
-  """gs:// in memory; refuses appends, as object stores do."""
-  protocol = ("gs", "gcs")
-  store, pseudo_dirs = {}, [""]
-
-  def __init__(self, *args, finalize_on_close=None, **kwargs):  # epath passes gcsfs's option
-    super().__init__(*args, **kwargs)
-
-  @classmethod
-  def _strip_protocol(cls, path):
-    for prefix in ("gs://", "gcs://"):
-      path = path[len(prefix):] if str(path).startswith(prefix) else path
-    return super()._strip_protocol(path)
-
-  def _open(self, path, mode="rb", **kwargs):
-    if "a" in mode:
-      raise OSError("object stores cannot append")
-    return super()._open(path, mode, **kwargs)
-
-
-@pytest.fixture
-def gcs(monkeypatch, tmp_path):
-  monkeypatch.setenv("EPATH_USE_TF", "false")  # epath's fsspec backend, not TensorFlow's gfile
-  monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (e.g. a local "gs:" folder)
-  for protocol in FakeGCS.protocol:
-    fsspec.register_implementation(protocol, FakeGCS, clobber=True)
-  FakeGCS.store.clear()
-  yield epath.Path("gs://bucket/run")
-  FakeGCS.store.clear()
-  FakeGCS.pseudo_dirs[:] = [""]
-  assert os.listdir(tmp_path) == []
 
 
 def _config(width):
