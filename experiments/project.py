@@ -57,9 +57,10 @@ def write_projection(s, state, target, out, projection, image, video_every=10):
   paths = {name: out / name for name in ("target.png", "proj.png", "projected_w.npz", "progress.png")}
   writers.save_png(paths["target.png"], target)
   writers.save_png(paths["proj.png"], image)
-  noise = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(projection.noise)}
+  noise = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+           for path, v in jax.tree_util.tree_leaves_with_path(projection.noise)}
   buffer = io.BytesIO()
-  np.savez(buffer, w=np.asarray(projection.ws)[None], **{f"noise{name}": v for name, v in noise.items()})
+  np.savez(buffer, w=np.asarray(projection.ws)[None], **{f"noise/{name}": v for name, v in noise.items()})
   paths["projected_w.npz"].write_bytes(buffer.getvalue())
   ws_steps = np.asarray(projection.ws_steps)  # [steps, num_ws, w_dim]
   g = state["ema_params"]

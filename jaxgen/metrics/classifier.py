@@ -87,7 +87,8 @@ def perceptual_features(params, images, *, model, eps=1e-10):
   activations, unit-normalised over channels at each pixel (Zhang et al. 2018, Eq. 1) and divided by
   sqrt(H_l W_l), concatenated. The squared distance of two images' features is LPIPS with unit layer weights:
   sum over layers of the spatial mean of the squared normalised difference. Differentiable in `images`."""
-  _, state = model.apply({"params": params}, images, capture_intermediates=lambda mdl, _: (mdl.name or "").startswith("conv"))
+  is_conv = lambda mdl, _: (mdl.name or "").startswith("conv")
+  _, state = model.apply({"params": params}, images, capture_intermediates=is_conv)
   out = []
   for i in range(len(model.widths)):
     act = jax.nn.relu(state["intermediates"][f"conv{i}"]["__call__"][0])  # [B, H_l, W_l, C_l]
