@@ -1,6 +1,10 @@
 """experiments.encode and the projector command's pieces on the user's own image files: reading (crop, resize,
 colour mode, one-line errors), Glow's exact encoding, NVAE's posterior-mean encoding equal to its reconstruction,
 interpolation rows whose ends are the reconstructions, per-image bits/dim, and the files written."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 from PIL import Image
@@ -9,8 +13,12 @@ import pytest
 from experiments import encode
 from experiments.configs import glow_quickstart
 from experiments.configs import nvae_quickstart
+from experiments.configs import stylegan2_quickstart
 from jaxgen import prepared
+from jaxgen.training import checkpoints
 from jaxgen.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _write(path, array):
@@ -81,3 +89,15 @@ def test_nvae_posterior_mean_decodes_to_its_reconstruction_and_samples_differ(us
   assert max(jax.tree.leaves(diff)) > 1e-3
   assert {"nelbo_bpd"} <= set(out["results"][0])
   assert out["interpolations"].shape == (3,) + images.shape[1:]
+
+
+def test_project_command_rejects_a_bad_image_in_one_line_before_restoring(tmp_path):
+  """experiments.project reads the image before the run: a run directory with only config.json (no checkpoint)
+  still gives the image's error, in one line without a traceback."""
+  config = stylegan2_quickstart.get_config("smoke")
+  checkpoints.check_workdir_config(str(tmp_path), config)
+  (tmp_path / "bad.png").write_text("not an image")
+  out = subprocess.run([sys.executable, "-m", "experiments.project", f"--workdir={tmp_path}",
+                        f"--image={tmp_path / 'bad.png'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith("error: ") and "pass a PNG or JPEG" in out.stderr
