@@ -267,12 +267,13 @@ def project_image(s, state, image, *, steps=1000, w_plus=False, optimize_noise=T
 
 def render(g_params, ws, noise, *, model, batch_size=16):
   """uint8 [N, H, W, C] images of ws [N, num_ws, w_dim] with the noise maps `noise`, batch_size at a time."""
-  fn = jax.jit(lambda w: networks.crop_images(networks.to_uint8(synthesize(g_params, w, noise, model=model)),
-                                              model.image_shape))
+  fn = jax.jit(lambda g, n, w: networks.crop_images(networks.to_uint8(synthesize(g, w, n, model=model)),
+                                                    model.image_shape))
   n = len(ws)
   batch_size = min(batch_size, n)
   ws = jnp.concatenate([ws, jnp.repeat(ws[-1:], -n % batch_size, axis=0)])  # equal batches: one compilation
-  return np.concatenate([np.asarray(fn(ws[i:i + batch_size])) for i in range(0, len(ws), batch_size)])[:n]
+  return np.concatenate([np.asarray(fn(g_params, noise, ws[i:i + batch_size]))
+                         for i in range(0, len(ws), batch_size)])[:n]
 
 
 PROJECT_STEPS = 100  # default of config.project_steps, the projector's Adam steps per image in comparisons
