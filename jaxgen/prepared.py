@@ -206,6 +206,29 @@ def to_pixels(img, channels, resolution=None):
   return pixels.reshape(pixels.shape[:2] + (channels,))
 
 
+def read_image(path, image_shape):
+  """A user's image file (PNG, JPEG, ...) of any size -> uint8 [H, W, C] for a model of `image_shape` (H, W, C):
+  `to_pixels` with C's colour mode (RGB to grayscale or back), the largest centred crop of H:W's aspect, resized
+  with Lanczos. A missing or unreadable file is an error that says so."""
+  h, w, c = image_shape
+  if c not in (1, 3):
+    raise ValueError(f"The model has {c} image channels; --image files can feed only 1 (grayscale) or 3 (RGB).")
+  path = epath.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist; pass an image file (PNG, JPEG, ...).")
+  try:
+    with path.open("rb") as f, PIL.Image.open(f) as img:
+      img = PIL.ImageOps.exif_transpose(img)
+      side_w, side_h = img.size
+      scale = min(side_w / w, side_h / h)  # the largest centred box of aspect w:h
+      cw, ch = round(w * scale), round(h * scale)
+      left, top = (side_w - cw) // 2, (side_h - ch) // 2
+      img = img.crop((left, top, left + cw, top + ch)).resize((w, h), PIL.Image.Resampling.LANCZOS)
+      return to_pixels(img, c)
+  except (PIL.UnidentifiedImageError, OSError) as e:
+    raise ValueError(f"{path} is {_error(e)}; pass a PNG or JPEG file.") from None
+
+
 class _Source:
   """The images of a folder (recursively) or a zip: `names` (relative '/' paths, sorted), `ignored` (other files),
   `open(name)` (binary file object) and `label_file` (the root's dataset.json, or None)."""

@@ -294,37 +294,36 @@ class Model(nn.Module):
 GlowTiny = functools.partial(Model, image_shape=(4, 4, 1), levels=2, depth=2, hidden_channels=4)
 
 
-def interpolations(s, state, pairs, num_steps):
-  """uint8 [pairs * num_steps, H, W, C]: decode((1 - a) encode(x_left) + a encode(x_right)) between pairs of test
-  images (the ends are the reconstructions), a = 0 ... 1 in num_steps steps."""
-  variables = steps.eval_variables(state)
-  batch = s.input.split(s.config.eval_split).get(np.arange(2 * pairs))
-  labels = jnp.asarray(batch["label"]) if s.model.num_classes else None
-  eps = s.model.apply(variables, jnp.asarray(batch["image"]), labels, method="encode")
-  alphas = jnp.linspace(0.0, 1.0, num_steps)
-  rows = []
-  for p in range(pairs):
-    mixed = [jnp.stack([(1 - a) * e[2 * p] + a * e[2 * p + 1] for a in alphas]) for e in eps]
-    row_labels = None if labels is None else jnp.full((num_steps,), labels[2 * p])
-    rows.append(np.asarray(s.model.apply(variables, mixed, row_labels, method="decode")))
-  return np.concatenate(rows)
-
-
 def figures(s, state, *, seed, temperatures, num, pairs, interpolation_steps):
   """The temperature sweep (`figures.temperature_figures`) and interpolations.png: one row per pair of test images,
-  between their reconstructions the decoded linear interpolations of their latents."""
+  between their reconstructions the decoded linear interpolations of their latents (`figures.interpolations`)."""
   out = figures_lib.temperature_figures(s, state, seed=seed, temperatures=temperatures, num=num)
-  images = interpolations(s, state, pairs, interpolation_steps)
+  batch = s.input.split(s.config.eval_split).get(np.arange(2 * pairs))
+  images = figures_lib.interpolations(s, state, batch["image"], batch["label"],
+                                      [(2 * p, 2 * p + 1) for p in range(pairs)], interpolation_steps)
   return out | {"interpolations.png": figures_lib.grid(images, columns=interpolation_steps)}
+
+
+def encode(s, state, images, labels, rng=None):
+  """`Family.encode`: `Model.encode`, the exact latents (mid-bin dequantisation; `rng` is not needed)."""
+  del rng
+  labels = jnp.asarray(labels) if s.model.num_classes else None
+  return jax.jit(functools.partial(s.model.apply, method="encode"))(steps.eval_variables(state), jnp.asarray(images),
+                                                                     labels)
+
+
+def decode(s, state, latents, labels):
+  """`Family.decode`: `Model.decode`."""
+  labels = jnp.asarray(labels) if s.model.num_classes else None
+  return np.asarray(jax.jit(functools.partial(s.model.apply, method="decode"))(steps.eval_variables(state), latents,
+                                                                               labels))
 
 
 def reconstruct(s, state, images, labels):
   """`Family.reconstruct`: decode(encode(images)) with mid-bin dequantisation, the identity up to float round-off."""
-  labels = jnp.asarray(labels) if s.model.num_classes else None
-  fn = jax.jit(lambda v, x, y: s.model.apply(v, s.model.apply(v, x, y, method="encode"), y, method="decode"))
-  return np.asarray(fn(steps.eval_variables(state), jnp.asarray(images), labels)), "exact inverse"
+  return decode(s, state, encode(s, state, images, labels), labels), "exact inverse"
 
 
 FAMILY = family.LIKELIHOOD._replace(
     figures=figures, figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(pairs=6, interpolation_steps=8),
-    reconstruct=reconstruct)
+    reconstruct=reconstruct, encode=encode, decode=decode)

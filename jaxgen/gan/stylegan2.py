@@ -7,6 +7,8 @@ This module is what the trainer and the scripts read: sampling from the generato
 precision / recall), the figures (truncation sweep, style mixing), the projector, and `FAMILY`.
 """
 import functools
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from jaxgen.gan import networks
 from jaxgen.gan import training
 from jaxgen.gan.networks import Model  # noqa: F401  (the family's Model, built as Model(**config.model))
 from jaxgen.gan.networks import tiny  # noqa: F401  (the family's Model, built as Model(**config.model))
+from jaxgen.metrics import classifier
 from jaxgen.metrics import sample_quality
 from jaxgen.training import family
 from jaxgen.training import figures as figures_lib
@@ -106,80 +109,201 @@ def figures(s, state, *, seed, psis, num, mix):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Projection: find w for an image.
+# Projection: find w (and the noise maps) for an image.
 
 
-def project(g_params, w_avg, target, *, model, steps=200, lr=0.1, initial_noise_factor=0.05, noise_ramp_length=0.75,
-            lr_rampdown_length=0.25, lr_rampup_length=0.05, feature_fn=None, rng=None, w_std=None, noise_const=None):
-  """Find w such that G(w) matches `target` (a simplified `projector.py` of stylegan2-ada-pytorch, Sec. 5 of
-  StyleGAN2): Adam on a single w broadcast to all layers, starting from w_avg, with a learning rate ramped up then
-  cosine-decayed and Gaussian noise on w that decays to zero over the first `noise_ramp_length` of the steps.
-  The official code compares VGG16 (LPIPS) features and also optimises the noise maps; here the distance is
-  the squared error of `feature_fn(images)` (identity: pixels; pass e.g. the offline classifier's features) and
-  noise is fixed ('const').
+class Projection(NamedTuple):
+  """What `project` finds for one image."""
+  ws: Any  # [num_ws, w_dim] the projected w of every layer (all rows equal in W mode)
+  noise: Any  # the optimised noise maps, structured as state["noise_const"] ({..: [R, R]})
+  distance: Any  # [] feature distance of G(ws, noise) to the target
+  ws_steps: Any  # [steps, num_ws, w_dim] ws after each step with record_steps, else None
+
+
+W_AVG_SAMPLES = 10_000  # the official projector's w_avg_samples
+
+
+def w_stats(g_params, *, model, num_samples=W_AVG_SAMPLES, rng=None):
+  """(w_avg [w_dim], w_std []) of `num_samples` mapped z ~ N(0, I), as projector.py: the projection starts at w_avg
+  and w_std = sqrt(sum |w - w_avg|^2 / N) scales its noise on w. A class-conditional model draws uniform labels."""
+  rng_z, rng_c = jax.random.split(jax.random.key(123) if rng is None else rng)
+  z = jax.random.normal(rng_z, (num_samples, model.z_dim))
+  labels = jax.random.randint(rng_c, (num_samples,), 0, model.num_classes) if model.num_classes else None
+  w = networks.Generator(model).apply({"params": g_params}, z, labels, method="mapping")  # [N, w_dim]
+  w_avg = jnp.mean(w, axis=0)
+  return w_avg, jnp.sqrt(jnp.sum(jnp.square(w - w_avg)) / num_samples)
+
+
+def noise_regularization(noise):
+  """Sum over the noise maps [R, R] and their 2x2 average-pooled pyramid down to 8x8 of the squared mean product
+  with the map shifted by one pixel, along each axis (StyleGAN2 Sec. 5, projector.py): about 0 for white noise, so
+  the maps cannot smuggle the image's structure in."""
+  total = 0.0
+  for n in jax.tree.leaves(noise):
+    while True:
+      total += jnp.mean(n * jnp.roll(n, 1, axis=1)) ** 2 + jnp.mean(n * jnp.roll(n, 1, axis=0)) ** 2
+      if n.shape[0] <= 8:
+        break
+      n = n.reshape(n.shape[0] // 2, 2, n.shape[1] // 2, 2).mean(axis=(1, 3))
+  return total
+
+
+def _normalize_noise(noise):
+  """Every map to zero mean and unit variance (after each step, as projector.py)."""
+  def one(n):
+    n = n - jnp.mean(n)
+    return n * jax.lax.rsqrt(jnp.mean(jnp.square(n)))
+  return jax.tree.map(one, noise)
+
+
+def synthesize(g_params, ws, noise, *, model):
+  """G's images [B, R, R, C] in about [-1, 1] from ws [B, num_ws, w_dim] with the noise maps `noise` ('const')."""
+  return networks.Generator(model).apply(networks.g_variables(g_params, noise), ws, "const", method="synthesis")
+
+
+def project(g_params, target, w_avg, w_std, noise_const, *, model, steps=1000, w_plus=False, optimize_noise=True,
+            lr=0.1, lr_rampup_length=0.05, lr_rampdown_length=0.25, initial_noise_factor=0.05,
+            noise_ramp_length=0.75, regularize_noise_weight=1e5, feature_fn=None, rng=None, record_steps=False):
+  """Finds ws (and noise maps) such that G(ws) matches `target`: the projector of StyleGAN2 Sec. 5, with the
+  schedule and defaults of stylegan2-ada-pytorch `projector.py`.
+
+  Adam (0.9, 0.999) on w, starting at w_avg, and on the noise maps, drawn afresh from N(0, 1); the learning rate
+  ramps up over the first `lr_rampup_length` of the steps and down (cosine) over the last `lr_rampdown_length`;
+  Gaussian noise of scale w_std * initial_noise_factor * max(0, 1 - t / noise_ramp_length)^2 is added to w; the loss
+  is the feature distance plus regularize_noise_weight * `noise_regularization`, and the maps are renormalised after
+  each step. W mode (default, as the official code) optimises one w for all layers; `w_plus` one w per layer
+  (W+, Abdal et al. 2019). The official distance is VGG16 LPIPS; here it is the squared error of `feature_fn`
+  (identity: pixels; `perceptual_features` gives a classifier-feature LPIPS).
 
   Args:
     target: one image, uint8 [R, R, C].
-    w_std: the spread of w for the noise scale (the official code estimates it from 10k samples); None: 1.
-    noise_const: state["noise_const"], the constant noise images; None: the ones init draws.
+    w_avg, w_std: from `w_stats`.
+    noise_const: state["noise_const"]: the maps' shapes, and the maps used when not `optimize_noise`.
+    feature_fn: float images [1, R, R, C] in [-1, 1] -> features [1, ...].
+    w_plus: bool, may be traced.
+    record_steps: also return ws after each step (for a progress video).
   Returns:
-    (w [w_dim], final distance).
+    a `Projection`.
   """
-  gen = networks.Generator(model)
   feature_fn = feature_fn or (lambda x: x)
   target_feats = feature_fn(networks.to_float(target)[None])
-  rng = jax.random.key(0) if rng is None else rng
-  w_std = 1.0 if w_std is None else w_std
+  rng_noise, rng_w = jax.random.split(jax.random.key(0) if rng is None else rng)
+  if optimize_noise:
+    keys = jax.random.split(rng_noise, len(jax.tree.leaves(noise_const)))
+    noise0 = jax.tree.unflatten(jax.tree.structure(noise_const), [
+        jax.random.normal(k, n.shape, jnp.float32) for k, n in zip(keys, jax.tree.leaves(noise_const))])
+  else:
+    noise0 = noise_const
   tx = optax.adam(1.0, b1=0.9, b2=0.999)
+  # w is [num_ws, w_dim] in both modes; in W mode its rows get one noise draw and the summed gradient, so they stay
+  # equal and Adam moves them as the official single w. `w_plus` may then be traced: one compilation for both.
+  tie = lambda x: jnp.where(w_plus, x, jnp.broadcast_to(jnp.sum(x, 0, keepdims=True), x.shape))
 
-  def distance(w):
-    img = gen.apply(networks.g_variables(g_params, noise_const), networks.broadcast_ws(w[None], model.num_ws), "const",
-                    method="synthesis")
-    return jnp.sum(jnp.square(feature_fn(img) - target_feats))
+  def distance(w, noise):
+    return jnp.sum(jnp.square(feature_fn(synthesize(g_params, w[None], noise, model=model)) - target_feats))
 
-  def body(i, carry):
-    w, opt = carry
+  def loss_fn(params, w_noise):
+    w, noise = params
+    dist = distance(w + w_noise, noise)
+    reg = noise_regularization(noise) if optimize_noise else 0.0
+    return dist + regularize_noise_weight * reg, dist
+
+  def body(carry, i):
+    params, opt = carry
     t = i / steps
     noise_scale = w_std * initial_noise_factor * jnp.maximum(0.0, 1.0 - t / noise_ramp_length) ** 2
-    rate = jnp.minimum(1.0, (1.0 - t) / lr_rampdown_length)
-    rate = 0.5 - 0.5 * jnp.cos(rate * jnp.pi)
-    rate = lr * rate * jnp.minimum(1.0, t / lr_rampup_length)  # `steps` may be traced (one compilation)
-    w_noise = jax.random.normal(jax.random.fold_in(rng, i), w.shape) * noise_scale
-    grads = jax.grad(lambda v: distance(v + w_noise))(w)
-    updates, opt = tx.update(grads, opt)
-    return w + rate * updates, opt
+    ramp = jnp.minimum(1.0, (1.0 - t) / lr_rampdown_length)
+    ramp = (0.5 - 0.5 * jnp.cos(ramp * jnp.pi)) * jnp.minimum(1.0, t / lr_rampup_length)
+    w_noise = jax.random.normal(jax.random.fold_in(rng_w, i), params[0].shape) * noise_scale  # [num_ws, w_dim]
+    w_noise = jnp.where(w_plus, w_noise, w_noise[:1])
+    (grad_w, grad_noise), _ = jax.grad(loss_fn, has_aux=True)(params, w_noise)
+    if not optimize_noise:
+      grad_noise = jax.tree.map(jnp.zeros_like, grad_noise)
+    updates, opt = tx.update((tie(grad_w), grad_noise), opt)
+    w, noise = jax.tree.map(lambda p, u: p + lr * ramp * u, params, updates)
+    noise = _normalize_noise(noise) if optimize_noise else noise
+    return ((w, noise), opt), (w if record_steps else None)
 
-  w0 = jnp.asarray(w_avg, jnp.float32)
-  w, _ = jax.lax.fori_loop(0, steps, body, (w0, tx.init(w0)))
-  return w, distance(w)
+  w0 = jnp.broadcast_to(jnp.asarray(w_avg, jnp.float32), (model.num_ws, model.w_dim))
+  params0 = (w0, noise0)
+  ((w, noise), _), ws_steps = jax.lax.scan(body, (params0, tx.init(params0)), jnp.arange(steps))
+  return Projection(w, noise, distance(w, noise), ws_steps)
 
 
-PROJECT_STEPS = 100  # default of config.project_steps, the projector's Adam steps per image
+DISTANCES = ("classifier", "pixel")
+
+
+def projection_features(s, distance="classifier"):
+  """The projector's `feature_fn` for `distance`: "classifier", the LPIPS-style `perceptual_features` of the offline
+  classifier trained on config.dataset (config.sample_metrics' classifier settings; cached), or "pixel" (squared
+  error of the [-1, 1] pixels). Images are cropped to the data's shape first (padding is no part of the image)."""
+  model = s.model
+  crop = lambda x: networks.crop_images(x, model.image_shape)
+  if distance == "pixel":
+    return crop
+  if distance != "classifier":
+    raise ValueError(f"distance={distance!r}: use one of {DISTANCES}.")
+  if s.train_data.num_classes < 2:
+    raise ValueError(f"The classifier distance trains a classifier on {s.config.dataset!r}'s labels and it has "
+                     f"none; pass --distance=pixel.")
+  net, params = sample_quality.trained_classifier(s.config.dataset, s.config.data_dir,
+                                                  sample_quality.settings(s.config), seed=s.config.seed)
+  return lambda x: classifier.perceptual_features(params, (crop(x) + 1.0) * 127.5, model=net)
+
+
+def project_image(s, state, image, *, steps=1000, w_plus=False, optimize_noise=True, distance="classifier",
+                  w_avg_samples=W_AVG_SAMPLES, seed=303):
+  """`project` of the EMA generator onto one uint8 image [H, W, C] (the data's shape), ws recorded at every step.
+  Returns (Projection, uint8 [H, W, C] projected image)."""
+  model, g = s.model, state["ema_params"]
+  feature_fn = projection_features(s, distance)
+  w_avg, w_std = jax.jit(functools.partial(w_stats, model=model, num_samples=w_avg_samples))(g)
+  target = networks.pad_images(jnp.asarray(image)[None], model.resolution)[0]  # [R, R, C]
+  fn = jax.jit(functools.partial(project, model=model, steps=steps, optimize_noise=optimize_noise,
+                                 feature_fn=feature_fn, record_steps=True))
+  p = fn(g, target, w_avg, w_std, state["noise_const"], w_plus=w_plus, rng=jax.random.key(seed))
+  return p, render(g, p.ws[None], p.noise, model=model)[0]
+
+
+def render(g_params, ws, noise, *, model, batch_size=16):
+  """uint8 [N, H, W, C] images of ws [N, num_ws, w_dim] with the noise maps `noise`, batch_size at a time."""
+  fn = jax.jit(lambda g, n, w: networks.crop_images(networks.to_uint8(synthesize(g, w, n, model=model)),
+                                                    model.image_shape))
+  n = len(ws)
+  batch_size = min(batch_size, n)
+  ws = jnp.concatenate([ws, jnp.repeat(ws[-1:], -n % batch_size, axis=0)])  # equal batches: one compilation
+  return np.concatenate([np.asarray(fn(g_params, noise, ws[i:i + batch_size]))
+                         for i in range(0, len(ws), batch_size)])[:n]
+
+
+PROJECT_STEPS = 100  # default of config.project_steps, the projector's Adam steps per image in comparisons
 
 
 def project_images(s, state, images, observed):
-  """uint8 [N, H, W, C]: G(w) for each image's w found by `project` (EMA generator, constant noise, squared pixel
-  error over the `observed` pixels only, numpy bool [H, W]; config.project_steps Adam steps, default 100)."""
+  """uint8 [N, H, W, C]: G(ws, noise) for each image's projection (`project` with the official schedule in W mode,
+  noise maps optimised, EMA generator; squared pixel error over the `observed` pixels only, numpy bool [H, W];
+  config.project_steps steps, default 100)."""
   model = s.model
   weight = networks.pad_images(jnp.asarray(observed, jnp.float32)[None, :, :, None], model.resolution)[0]  # [R, R, 1]
   num_steps = int(s.config.get("project_steps", PROJECT_STEPS))
+  g = state["ema_params"]
 
-  def one(target):  # uint8 [R, R, C] -> float [R, R, C] in [-1, 1]
-    w, _ = project(state["ema_params"], state["w_avg"], target, model=model, steps=num_steps,
-                   feature_fn=lambda x: x * weight)
-    return networks.Generator(model).apply({"params": state["ema_params"]}, networks.broadcast_ws(
-        w[None], model.num_ws), "const", method="synthesis")[0]
+  def one(target, w_avg, w_std):  # uint8 [R, R, C] -> float [R, R, C] in [-1, 1]
+    p = project(g, target, w_avg, w_std, state["noise_const"], model=model, steps=num_steps,
+                feature_fn=lambda x: x * weight)
+    return synthesize(g, p.ws[None], p.noise, model=model)[0]
 
   targets = networks.pad_images(jnp.asarray(images), model.resolution)  # [N, R, R, C]
-  out = networks.crop_images(networks.to_uint8(jax.jit(jax.vmap(one))(targets)), model.image_shape)
-  return np.asarray(out), num_steps
+  w_avg, w_std = jax.jit(functools.partial(w_stats, model=model))(g)
+  out = jax.jit(jax.vmap(one, in_axes=(0, None, None)))(targets, w_avg, w_std)
+  return np.asarray(networks.crop_images(networks.to_uint8(out), model.image_shape)), num_steps
 
 
 def reconstruct(s, state, images, labels):
   """`Family.reconstruct`: G(w) with w from the projector (`project_images` on every pixel)."""
   del labels  # the projector optimises w directly
   out, num_steps = project_images(s, state, images, np.ones(s.model.image_shape[:2], bool))
-  return out, f"projector ({num_steps} steps, pixel L2)"
+  return out, f"projector ({num_steps} steps, pixel L2, W and noise)"
 
 
 def complete(s, state, rng, images, observed):

@@ -82,6 +82,21 @@ def embed(params, images, *, model, batch_size=500):
   return np.concatenate(out, axis=0)
 
 
+def perceptual_features(params, images, *, model, eps=1e-10):
+  """LPIPS-style features [B, D] of float images [B, H, W, C] on the 8-bit scale [0, 255]: every conv layer's ReLU
+  activations, unit-normalised over channels at each pixel (Zhang et al. 2018, Eq. 1) and divided by
+  sqrt(H_l W_l), concatenated. The squared distance of two images' features is LPIPS with unit layer weights:
+  sum over layers of the spatial mean of the squared normalised difference. Differentiable in `images`."""
+  is_conv = lambda mdl, _: (mdl.name or "").startswith("conv")
+  _, state = model.apply({"params": params}, images, capture_intermediates=is_conv)
+  out = []
+  for i in range(len(model.widths)):
+    act = jax.nn.relu(state["intermediates"][f"conv{i}"]["__call__"][0])  # [B, H_l, W_l, C_l]
+    act = act * jax.lax.rsqrt(jnp.sum(jnp.square(act), axis=-1, keepdims=True) + eps)
+    out.append(act.reshape(act.shape[0], -1) / np.sqrt(act.shape[1] * act.shape[2]))
+  return jnp.concatenate(out, axis=1)
+
+
 def accuracy(params, images, labels, *, model, batch_size=500):
   """Top-1 accuracy of the classifier on (images, labels)."""
   preds = [np.asarray(jnp.argmax(_apply(params, jnp.asarray(images[i: i + batch_size]), model=model,

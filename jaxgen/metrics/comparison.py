@@ -36,6 +36,7 @@ from PIL import ImageDraw
 
 from jaxgen.metrics import completion
 from jaxgen.metrics import sample_quality
+from jaxgen.training import checkpoints
 from jaxgen.training import trainer
 from jaxgen.training import writers
 
@@ -64,12 +65,7 @@ class Options:
 
 def run_config(workdir, options):
   """The config that trained `workdir` (its config.json), with the shared measurement settings put in."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; --workdirs takes run directories written by "
-                            f"python -m experiments.train.")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = checkpoints.read_config(workdir)
   config.sample_metrics = dict(options.sample_metrics) | {"num_samples": options.num_samples}
   config.iw_samples = options.iw_samples
   if options.iw_chunk_size is not None:  # memory: eval_batch_size x iw_chunk_size images per pass

@@ -10,6 +10,7 @@ import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
+import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxgen.training import writers
@@ -25,6 +26,15 @@ class CheckpointError(RuntimeError):
 
 def _model_identity(config):
   return {key: json.loads(json.dumps(config.to_dict()[key], default=list)) for key in _IDENTITY_KEYS}
+
+
+def read_config(workdir):
+  """The config that trained `workdir` (its config.json, written by experiments.train), as a ConfigDict."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist; pass a run directory written by python -m experiments.train "
+                            f"(or experiments.convert), or its --config.")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def check_workdir_config(workdir, config, write=True):

@@ -55,6 +55,12 @@ class Family(NamedTuple):
   reconstruct(s, state, images, labels) -> (uint8 [N, H, W, C], how), or None
       Latent access for `jaxgen.metrics.comparison`: encode then decode data images (uint8 [N, H, W, C], labels
       int32 [N]); `how` says how in a few words (e.g. "exact inverse"). None: the family has no encoder.
+  encode(s, state, images, labels, rng=None) -> latents, or None
+      Latents of data images (uint8 [N, H, W, C], labels int32 [N]): a pytree whose leaves have a leading N axis
+      and that mixes linearly (interpolation). rng None: the deterministic code (Glow's exact inverse, NVAE's
+      posterior means); a key: a sampled one where the encoder is stochastic. None: the family has no encoder.
+  decode(s, state, latents, labels) -> uint8 [N, H, W, C], or None
+      The images of `encode`'s latents (or of mixtures of them). None exactly where `encode` is None.
   complete(s, state, rng, images, observed) -> (uint8 [N, H, W, C], how), or None
       Sampled completion: images equal to `images` where `observed` (numpy bool [H, W]) and filled in by the model
       elsewhere; `how` says how. None: the family cannot complete a hidden region.
@@ -71,6 +77,8 @@ class Family(NamedTuple):
   progress_keys: tuple = ("loss", "bpd", "grad_norm")
   reconstruct: Optional[Callable[..., Any]] = None
   complete: Optional[Callable[..., Any]] = None
+  encode: Optional[Callable[..., Any]] = None
+  decode: Optional[Callable[..., Any]] = None
 
 
 def mean_summary(totals):

@@ -44,3 +44,23 @@ def temperature_figures(s, state, *, seed, temperatures, num):
   """temperatures.png (one row per temperature, the same noise in every row) and temperature_T.png grids."""
   sweep = temperature_sweep(s, state, temperatures, num, seed)
   return sweep_figures(sweep, num, "temperatures.png", "temperature", binary=bool(s.config.binarize))
+
+
+def interpolation_latents(latents, pairs, num_steps):
+  """Latents [len(pairs) * num_steps, ...] (each leaf): for each (i, j) in `pairs`, (1 - a) z_i + a z_j for
+  a = 0 ... 1 in num_steps steps, z the leaves of `latents` [N, ...]."""
+  alphas = jnp.linspace(0.0, 1.0, num_steps)
+  i, j = (np.asarray([p[k] for p in pairs], np.int32) for k in (0, 1))
+
+  def mix(z):  # [N, ...] -> [len(pairs) * num_steps, ...]
+    a = alphas.reshape((1, -1) + (1,) * (z.ndim - 1))
+    return ((1 - a) * z[i][:, None] + a * z[j][:, None]).reshape((-1,) + z.shape[1:])
+  return jax.tree.map(mix, latents)
+
+
+def interpolations(s, state, images, labels, pairs, num_steps):
+  """uint8 [len(pairs) * num_steps, H, W, C]: `interpolation_latents` of `Family.encode` of `images`, decoded (the
+  ends are the reconstructions); each row takes image i's label."""
+  latents = s.family.encode(s, state, images, labels)
+  row_labels = np.repeat(np.asarray(labels)[[i for i, _ in pairs]], num_steps)
+  return np.asarray(s.family.decode(s, state, interpolation_latents(latents, pairs, num_steps), row_labels))

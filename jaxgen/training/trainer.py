@@ -238,11 +238,30 @@ def evaluate_state(s, state, split=None, num_examples=None):
   return s.family.summarize(jax.device_get(totals))
 
 
-def write_samples(s, state, path, num=None):
+def evaluate_each(s, state, images, labels):
+  """[{name: float}] of the family's eval_step results for each image on its own (uint8 [N, H, W, C], labels [N]),
+  e.g. each image's bits/dim. One process; each image goes in a batch of one real row per device (mask)."""
+  if s.family.eval_step is None:
+    raise ValueError(f"{s.config.model_name} has no per-example evaluation (no eval_step).")
+  n = jax.device_count()
+  rng = jax.random.key(s.config.seed + 1)
+  out = []
+  for image, label in zip(images, labels):
+    local = {"image": np.repeat(np.asarray(image)[None], n, 0), "label": np.full((n,), label, np.int32),
+             "mask": (np.arange(n) == 0).astype(np.float32)}
+    out.append(s.family.summarize(jax.device_get(s.eval_step(state, s.batch(local), rng))))
+  return out
+
+
+def write_samples(s, state, path, num=None, writer=None, step=None):
+  """Writes a grid of num samples as the PNG `path` and, with a `writer`, as TensorBoard image "samples" at step."""
   num = num or s.config.num_samples
   labels = jnp.arange(num) % max(s.train_data.num_classes, 1)
   images = s.sample(state, jax.random.key(s.config.seed + 2), labels)
-  writers.save_png(path, writers.image_grid(jax.device_get(images), binary=bool(s.config.binarize)), scale=2)
+  grid = writers.image_grid(jax.device_get(images), binary=bool(s.config.binarize))
+  writers.save_png(path, grid, scale=2)
+  if writer is not None:
+    writer.write_images(step, {"samples": grid})
   return images
 
 
@@ -331,7 +350,7 @@ def train_and_evaluate(config, workdir):
         results = evaluate_state(s, state, num_examples=config.eval_examples)
         writer.write(step, {f"eval/{k}": v for k, v in results.items()})
         logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in results.items()})
-        write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step:08d}.png")
+        write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step:08d}.png", writer=writer, step=step)
       if step % config.ckpt_every == 0 or step == config.total_steps:
         checkpointer.save(state)
       if stop.stop(step):

@@ -72,7 +72,8 @@ def _scalar(value):
 
 
 class MetricWriter:
-  """`write(step, {"train/loss": ..., ...})` appends one JSON object to DIR/metrics.jsonl and TensorBoard scalars."""
+  """`write(step, {"train/loss": ..., ...})` appends one JSON object to DIR/metrics.jsonl and TensorBoard scalars;
+  `write_images(step, {"samples": picture})` adds TensorBoard image summaries."""
 
   def __init__(self, workdir):
     self.active = jax.process_index() == 0
@@ -96,6 +97,14 @@ class MetricWriter:
     for key, value in row.items():
       if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
         self._tb.add_scalar(key, value, int(step))
+    self._tb.flush()
+
+  def write_images(self, step, pictures):
+    """TensorBoard images: {tag: uint8 [H, W, C] picture (C = 1 or 3)}, e.g. a sample grid."""
+    if not self.active:
+      return
+    for tag, picture in pictures.items():
+      self._tb.add_image(tag, np.asarray(picture, np.uint8), int(step), dataformats="HWC")
     self._tb.flush()
 
   def close(self):

@@ -574,10 +574,25 @@ class Model(nn.Module):
 
   def reconstruct(self, images):
     """uint8 [B, H, W, C]: the images decoded from their posterior means (every group's z the mean of q), the
-    decoder's distribution read deterministically: Bernoulli p > 1/2 for binarized data, else the most likely
-    mixture component's mean, rounded to the data's levels."""
+    decoder's distribution read deterministically (`_read_images`)."""
     x, _ = self._preprocess(images)
     params, _ = self._forward(x, train=False, posterior_mean=True)
+    return self._read_images(params)
+
+  def encode(self, images, posterior_mean=True):
+    """Every group's latent z_l for images, decoder order (list of [B, h_l, w_l, c]): with `posterior_mean` the mean
+    of q(z_l | x, z_<l) (then the flows), else a sample (the "sample" rng stream)."""
+    x, _ = self._preprocess(images)
+    return self._forward(x, train=False, posterior_mean=posterior_mean)[1]["z"]
+
+  def decode(self, zs):
+    """uint8 [B, H, W, C]: the decoder run on given latents `zs` (as `encode` returns them), read by `_read_images`;
+    decode(encode(x)) equals reconstruct(x)."""
+    return self._read_images(self._top_down(zs[0].shape[0], False, lambda idx, s: zs[idx]))
+
+  def _read_images(self, params):
+    """Decoder parameters [B, H, W, P] -> uint8 images: Bernoulli p > 1/2 for binarized data, else the most likely
+    mixture component's mean, rounded to the data's levels."""
     if self.binarized:
       return (params > 0).astype(jnp.uint8)
     levels = distributions.discretized_logistic_mixture_mode(params, self.image_shape[-1], self.num_bits)
@@ -780,6 +795,20 @@ def figures(s, state, *, seed, temperatures, num, readjust_bn_iterations):
   return figures_lib.sweep_figures(sweep, num, "temperatures.png", "temperature")
 
 
+def encode(s, state, images, labels, rng=None):
+  """`Family.encode`: `Model.encode`, the posterior means (rng None) or a posterior sample drawn with rng."""
+  del labels  # unconditional
+  fn = jax.jit(functools.partial(s.model.apply, posterior_mean=rng is None, method=Model.encode))
+  return fn(steps.eval_variables(state), jnp.asarray(images), rngs={} if rng is None else {"sample": rng})
+
+
+def decode(s, state, latents, labels):
+  """`Family.decode`: `Model.decode`."""
+  del labels
+  return np.asarray(jax.jit(lambda v, z: s.model.apply(v, z, method=Model.decode))(steps.eval_variables(state),
+                                                                                        latents))
+
+
 def reconstruct(s, state, images, labels):
   """`Family.reconstruct`: `Model.reconstruct`, the images decoded from their posterior means."""
   del labels  # unconditional
@@ -790,7 +819,7 @@ def reconstruct(s, state, images, labels):
 FAMILY = family.LIKELIHOOD._replace(
     train_step=steps.train_step, eval_step=eval_step, summarize=summarize, sample_images=sample_images, figures=figures,
     figure_options=figures_lib.TEMPERATURE_OPTIONS | dict(readjust_bn_iterations=500),
-    progress_keys=("loss", "nelbo_bpd", "grad_norm"), reconstruct=reconstruct)
+    progress_keys=("loss", "nelbo_bpd", "grad_norm"), reconstruct=reconstruct, encode=encode, decode=decode)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,18 +72,41 @@ def test_style_mixing_grid_and_conditioning():
   assert float(jnp.abs(logits - d({"params": state["params"]["discriminator"]}, img_a, labels[::-1])).max()) > 1e-5
 
 
-def test_projector_recovers_a_generated_image(tiny):
+def test_projector_recovers_a_generated_image_in_w_and_w_plus(tiny):
+  """The official schedule (noise maps optimised, from fresh noise) finds a generated image of a generator with
+  noise inputs on: far closer than another image of the model, with w much nearer the true w than the start w_avg;
+  W mode keeps every layer's w equal, W+ fits closer with layers apart."""
   model, state, _ = tiny
-  g = state["params"]["generator"]
-  w_true = jax.random.normal(jax.random.key(11), (1, model.w_dim)) * 0.5
-  synth = jax.jit(lambda p, w: networks.to_uint8(networks.Generator(model).apply(
-      {"params": p}, networks.broadcast_ws(w, model.num_ws), "const", method="synthesis")))
-  target = synth(g, w_true)[0]
-  proj = jax.jit(functools.partial(sg.project, model=model))  # steps is traced: one compilation for both calls
-  w, dist = proj(g, jnp.zeros((model.w_dim,)), target, steps=60)
-  _, dist0 = proj(g, jnp.zeros((model.w_dim,)), target, steps=0)
-  assert w.shape == (model.w_dim,)
-  assert float(dist) < 0.2 * float(dist0)
+  g = jax.tree_util.tree_map_with_path(  # noise on: init's zero strengths would make the maps irrelevant
+      lambda path, x: jnp.full_like(x, 0.1) if "noise_strength" in jax.tree_util.keystr(path) else x,
+      state["params"]["generator"])
+  z = jax.random.normal(jax.random.key(5), (2, model.z_dim))
+  ws_true = networks.broadcast_ws(networks.Generator(model).apply({"params": g}, z, None, method="mapping"),
+                                  model.num_ws)
+  images = networks.to_uint8(sg.synthesize(g, ws_true, state["noise_const"], model=model))  # [2, 8, 8, 3]
+  w_avg, w_std = jax.jit(functools.partial(sg.w_stats, model=model))(g)
+  proj = jax.jit(functools.partial(sg.project, model=model, steps=150))  # w_plus traced: one compilation
+  synth = jax.jit(lambda ws, noise: networks.to_uint8(sg.synthesize(g, ws[None], noise, model=model))[0])
+  rmse = lambda a, b: float(np.sqrt(np.mean(np.square(np.asarray(a, float) - np.asarray(b, float)))))
+  other = rmse(images[1], images[0])
+  w_mode = proj(g, images[0], w_avg, w_std, state["noise_const"], w_plus=False)
+  w_plus = proj(g, images[0], w_avg, w_std, state["noise_const"], w_plus=True)
+  assert rmse(synth(w_mode.ws, w_mode.noise), images[0]) < 0.25 * other
+  start = float(jnp.linalg.norm(w_avg - ws_true[0, 0]))
+  assert float(jnp.linalg.norm(w_mode.ws[0] - ws_true[0, 0])) < 0.5 * start
+  np.testing.assert_allclose(w_mode.ws, jnp.broadcast_to(w_mode.ws[:1], w_mode.ws.shape), atol=1e-5)
+  assert float(jnp.abs(w_plus.ws - w_plus.ws[:1]).max()) > 0.1
+  assert float(w_plus.distance) < float(w_mode.distance)
+  for n in jax.tree.leaves(w_mode.noise):  # renormalised after every step
+    np.testing.assert_allclose([jnp.mean(n), jnp.mean(jnp.square(n))], [0.0, 1.0], atol=1e-4)
+
+
+def test_noise_regularization_is_small_for_white_noise_and_large_for_smooth_maps():
+  white = {"a": jax.random.normal(jax.random.key(0), (32, 32)), "b": jax.random.normal(jax.random.key(1), (8, 8))}
+  smooth = jax.tree.map(lambda n: jnp.repeat(jnp.repeat(n[::2, ::2], 2, 0), 2, 1), white)  # 2x2 blocks
+  assert float(sg.noise_regularization(white)) < 0.05
+  # A 2x2-block map correlates 0.5 with its shift: 0.5^2 per axis at full size (its pooled levels are white).
+  assert float(sg.noise_regularization(smooth)) > 0.8
 
 
 def _xla_conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):

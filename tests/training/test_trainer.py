@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 
 from experiments.configs import glow_quickstart
@@ -36,6 +38,25 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+def tensorboard_images(workdir):
+  """{(tag, step): (height, width)} of the image summaries in workdir's TensorBoard event files (TFRecord framing:
+  length uint64, its crc, the Event proto, its crc)."""
+  from tensorboardX.proto import event_pb2
+  found = {}
+  for name in os.listdir(os.path.join(workdir, "tensorboard")):
+    with open(os.path.join(workdir, "tensorboard", name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        if value.HasField("image"):
+          found[(value.tag, event.step)] = (value.image.height, value.image.width)
+  return found
+
+
 def train_losses(workdir):
   return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
 
@@ -55,6 +76,8 @@ def test_training_lowers_the_loss_and_writes_everything(tmp_path):
   assert {"train/bpd", "train/grad_norm", "train/lr", "train/skipped_updates", "perf/images_per_sec"} <= set(rows[-2])
   assert any("eval/bpd" in r for r in rows)
   assert os.listdir(tmp_path / "samples") and os.listdir(tmp_path / "tensorboard")
+  grid = np.asarray(Image.open(tmp_path / "samples" / "step_00000030.png"))
+  assert tensorboard_images(tmp_path) == {("samples", 30): (grid.shape[0] // 2, grid.shape[1] // 2)}  # PNG: 2x
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 30
 
 
