@@ -562,7 +562,7 @@ def completion_figure(s, state, *, missing, num_images, per_image, seed):
 
 
 def figures(s, state, *, seed, temperatures, num, missing, completions, complete_images):
-  """The temperature sweep (`figures.temperature_figures`; one network pass per pixel: keep `num` small on a CPU)
+  """The temperature sweep (`figures.temperature_figures`; one step per pixel: keep `num` small on a CPU)
   and completions.png: one row per test image, its observed part (the `missing` region grey), `completions`
   samples of the region given the rest, and the original. Logs the originals' -log p(x_missing | x_observed)."""
   out = figures_lib.temperature_figures(s, state, seed=seed, temperatures=temperatures, num=num)
