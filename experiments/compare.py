@@ -34,6 +34,8 @@ _PROJECT_STEPS = flags.DEFINE_integer("project_steps", 100, "StyleGAN2 projector
 _NUM_RECONSTRUCT = flags.DEFINE_integer("num_reconstruct", 16, "Images reconstructed and completed per run.")
 _MISSING = flags.DEFINE_string("missing", "top", "Hidden region for completion: top, bottom, left, right, center.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for every run (default: each run's own).")
+_DATASET = flags.DEFINE_string("dataset", None, "With --configs: train every config on this dataset instead of its "
+                               "own (e.g. mnist, with --data_dir).")
 
 
 def load_config(spec):
@@ -47,12 +49,15 @@ def load_config(spec):
   return module.get_config(variant or None)
 
 
-def train_configs(specs, budget, root, data_dir=None):
-  """Trains every FILE.py[:VARIANT] for the same budget into root/FILE (`comparison.train_for_budget`)."""
+def train_configs(specs, budget, root, data_dir=None, dataset=None):
+  """Trains every FILE.py[:VARIANT] for the same budget into root/FILE (`comparison.train_for_budget`), on `dataset`
+  and `data_dir` where given."""
   configs = [load_config(spec) for spec in specs]
   for config in configs:
     if data_dir is not None:
       config.data_dir = data_dir
+    if dataset is not None:
+      config.dataset = dataset
   names = [os.path.basename(spec.partition(":")[0])[:-3] for spec in specs]
   return comparison.train_for_budget(configs, names, budget, root)
 
@@ -68,7 +73,8 @@ def main(argv):
         iw_samples=_IW_SAMPLES.value, project_steps=_PROJECT_STEPS.value, num_reconstruct=_NUM_RECONSTRUCT.value,
         missing=_MISSING.value, data_dir=_DATA_DIR.value)
     comparison.check_options(options)
-    workdirs = _WORKDIRS.value or train_configs(_CONFIGS.value, _BUDGET.value, _WORKDIR_ROOT.value, _DATA_DIR.value)
+    workdirs = _WORKDIRS.value or train_configs(_CONFIGS.value, _BUDGET.value, _WORKDIR_ROOT.value, _DATA_DIR.value,
+                                                   _DATASET.value)
     rows, settings, panels = comparison.measure(workdirs, options)
     paths = comparison.write(_OUT.value, rows, settings, panels)
   print(comparison.markdown(rows, settings))

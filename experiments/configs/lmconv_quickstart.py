@@ -7,7 +7,7 @@ python -m experiments.sample --config=experiments/configs/lmconv_quickstart.py -
 
 A 0.49M-parameter network trained over the 8 S-curve orders, as the paper's CIFAR-10 model. No paper number (one
 epoch of 10k digits). jaxgen: 1.313 bits/dim with one order, 1.297 with the 8-order ensemble, 1.248 for the top half
-given the bottom half (README, Results). Sampling is one network pass per pixel, so the figures are small.
+given the bottom half (README, Results). Sampling draws one pixel per step, so the figures are small.
 """
 import ml_collections
 

@@ -375,43 +375,63 @@ class Model(nn.Module):
       return distributions.bernoulli_sample(rng, params, temperature)
     return distributions.discretized_logistic_mixture_sample(rng, params, c, self.num_bits, temperature)
 
-  def _sample_loop(self, rng, canvas, order, observed, start, temperature, name=None, masks=None):
+  def _sample_loop(self, rng, canvas, order, observed, start, temperature, masks=None):
     """Fills canvas pixels in `order` (per example [N, H*W, 2]) from step `start` on, keeping observed ones.
 
-    Step t draws the pixel order[:, t] from the network's parameters there, with key fold_in(rng, t); a
-    jit-compiled lax.fori_loop over the H*W steps, one network pass per step (as the official sampler).
-    `name`: the order's name when it has one (the network then runs in its base order's frame); `masks`:
-    the order's masks when the caller has them (static numpy masks skip unused taps), else built from `order`.
+    Step t draws the pixel p = order[:, t] from the network's parameters there, with key fold_in(rng, t), as a
+    full network pass on the canvas would give them (the official sampler), but computes only pixel p of every
+    layer: a layer's features at p depend on the previous layer's at p and at pixels earlier in the order, whose
+    features are final once those pixels are generated. Every convolution's input is kept in a cache
+    (`_pixel_convs`), filled by one full pass on the canvas when pixels are already there (start > 0); each step
+    then costs about 1/(H*W) of a pass. A jit-compiled lax.fori_loop over the steps.
+    `masks`: the order's masks when the caller has them (numpy masks stay constants), else built from `order`.
     """
     module, variables = self.unbind()
-    if name is None and masks is None:
-      masks = self.masks_for(order)
+    module = module.clone(remat=False)  # caches are written from inside the network: no jax.checkpoint around it
+    masks = self.masks_for(order) if masks is None else masks
     n = canvas.shape[0]
     batch = jnp.arange(n)
+    pad = (self.kernel_size // 2) * self.max_dilation
+    prime = functools.partial(module.apply, variables, method=Model.network)
 
-    def step(t, canvas):
-      v = module._to_input(canvas)
-      if name is not None:
-        params = module.apply(variables, v, name, method=Model.params_for)  # [N, H, W, P]
-      else:
-        params = module.apply(variables, v, masks, method=Model.network)
+    def full_pass(canvas):  # every convolution's input over the whole canvas, padded: the caches
+      caches = {}
+      with nn.intercept_methods(functools.partial(_record_convs, caches=caches, pad=pad)):
+        prime(module._to_input(canvas), masks)
+      return caches
+
+    if isinstance(start, int) and start == 0:  # nothing generated yet: every cache entry a step reads is masked
+      caches = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(full_pass, canvas))
+    else:
+      caches = full_pass(canvas)
+
+    def step(t, carry):
+      canvas, caches = carry
       rows, cols = order[:, t, 0], order[:, t, 1]  # [N]
-      new = module._sample_pixel(jax.random.fold_in(rng, t), params[batch, rows, cols], temperature)
+      at_p = tuple(jnp.asarray(m)[rows, cols] if m.ndim == 4 else m[batch, rows, cols] for m in masks)  # 3 x [N, k, k]
+      written = {}
+      with nn.intercept_methods(functools.partial(_pixel_convs, caches=caches, written=written, at=(batch, rows, cols),
+                                                  pad=pad)):
+        params = prime(module._to_input(canvas[batch, rows, cols]), at_p)  # [N, P]
+      new = module._sample_pixel(jax.random.fold_in(rng, t), params, temperature)
       keep = observed[batch, rows, cols]  # [N]
-      value = jnp.where(keep[:, None], canvas[batch, rows, cols], new.astype(canvas.dtype))
-      return canvas.at[batch, rows, cols].set(value)
+      value = jnp.where(keep[:, None], canvas[batch, rows, cols], new.astype(canvas.dtype))  # [N, C]
+      # The first layer's input at p is the pixel itself (masked out while p was drawn): now it is known.
+      first = jnp.concatenate([module._to_input(value), jnp.ones((n, 1))], axis=-1)
+      written["conv_init"] = written["conv_init"].at[batch, rows + pad, cols + pad].set(first)
+      return canvas.at[batch, rows, cols].set(value), written
 
-    return jax.lax.fori_loop(start, order.shape[1], step, canvas)
+    return jax.lax.fori_loop(start, order.shape[1], step, (canvas, caches))[0]
 
   def sample(self, rng, num, temperature=1.0, order=None):
     """Samples `num` images pixel by pixel in `order` (default eval_orders[0]).  -> uint8 [num, H, W, C]."""
     h, w, c = self._hwc
-    order = self.eval_orders[0] if order is None else order
-    name = order if isinstance(order, str) else None
-    order = jnp.broadcast_to(jnp.asarray(self.order_array(order)), (num, h * w, 2))
+    order = self.order_array(order)  # numpy for a name: constant masks
+    masks = self.masks_for(order)
+    order = jnp.broadcast_to(jnp.asarray(order), (num, h * w, 2))
     canvas = jnp.zeros((num, h, w, c), jnp.int32)  # levels
     observed = jnp.zeros((num, h, w), bool)
-    return self._to_8bit(self._sample_loop(rng, canvas, order, observed, 0, temperature, name))
+    return self._to_8bit(self._sample_loop(rng, canvas, order, observed, 0, temperature, masks))
 
   def _named(self, order):
     """The name among eval_orders / train_orders of a numpy order [H*W, 2], or None."""
@@ -449,7 +469,7 @@ class Model(nn.Module):
       cond_log_prob = jnp.where(observed, 0.0, per_pixel).sum(axis=(1, 2))
       completed = self._sample_loop(rng, canvas, jnp.broadcast_to(jnp.asarray(seq), (b, h * w, 2)),
                                     jnp.broadcast_to(jnp.asarray(observed), (b, h, w)), int(observed.sum()),
-                                    temperature, name, None if name is not None else self.masks_for(seq))
+                                    temperature, self.masks_for(seq))
       return self._to_8bit(completed), cond_log_prob
     observed = jnp.broadcast_to(jnp.asarray(observed, bool), (b, h, w))
     base = jnp.asarray(self.order_array(order))
@@ -490,6 +510,40 @@ class Model(nn.Module):
     return jax.nn.logsumexp(jnp.stack(lps), axis=0) - np.log(len(lps))
 
 
+def _record_convs(next_fun, args, kwargs, context, *, caches, pad):
+  """Flax method interceptor: stores the input of every `LocallyMaskedConv` call, zero-padded by `pad` pixels on
+  each side, in caches[its path] ([B, H + 2 pad, W + 2 pad, C_in]), then runs the call."""
+  if isinstance(context.module, masked_conv.LocallyMaskedConv) and context.method_name == "__call__":
+    caches["/".join(context.module.path)] = jnp.pad(args[0], ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return next_fun(*args, **kwargs)
+
+
+def _pixel_convs(next_fun, args, kwargs, context, *, caches, written, at, pad):
+  """Flax method interceptor that runs the network at one pixel per example, at = (batch, rows, cols) [N] each:
+  every `LocallyMaskedConv` gets its input at that pixel (x [N, C_in]) and the mask there ([N, k, k]), writes the
+  input into its cache (`_record_convs`'s layout; the result goes to written[path]) and returns its output at the
+  pixel, sum_o M_p[o] * x[p + d*o] @ W[o] + bias ([N, C_out]), reading the neighbours from the cache. Every other
+  layer of the network acts per pixel and runs unchanged."""
+  module = context.module
+  if not (isinstance(module, masked_conv.LocallyMaskedConv) and context.method_name == "__call__"):
+    return next_fun(*args, **kwargs)
+  x, mask = args[:2]
+  batch, rows, cols = at
+  path = "/".join(module.path)
+  cache = caches[path].at[batch, rows + pad, cols + pad].set(x.astype(caches[path].dtype))
+  written[path] = cache
+  offsets = module.dilation * (np.arange(module.kernel_size) - module.kernel_size // 2)  # [k]
+  window = cache[batch[:, None, None], (rows + pad)[:, None, None] + offsets[:, None],
+                 (cols + pad)[:, None, None] + offsets[None, :]]  # [N, k, k, C_in]
+  params = module.variables["params"]
+  y = jnp.einsum("nijc,nij,ijco->no", window, mask.astype(x.dtype), params["kernel"].astype(x.dtype))
+  if module.mask_weight:
+    y = y + jnp.einsum("nij,ijo->no", mask.astype(x.dtype), params["mask_kernel"].astype(x.dtype))
+  if module.use_bias:
+    y = y + params["bias"].astype(x.dtype)
+  return y  # [N, C_out]
+
+
 def completion_figure(s, state, *, missing, num_images, per_image, seed):
   """Completions of the first `num_images` test images: (uint8 [num_images * (per_image + 2), H, W, C]: per image
   the observed part with the `missing` region grey, `per_image` samples of that region given the rest at
@@ -508,7 +562,7 @@ def completion_figure(s, state, *, missing, num_images, per_image, seed):
 
 
 def figures(s, state, *, seed, temperatures, num, missing, completions, complete_images):
-  """The temperature sweep (`figures.temperature_figures`; one network pass per pixel: keep `num` small on a CPU)
+  """The temperature sweep (`figures.temperature_figures`; one step per pixel: keep `num` small on a CPU)
   and completions.png: one row per test image, its observed part (the `missing` region grey), `completions`
   samples of the region given the rest, and the original. Logs the originals' -log p(x_missing | x_observed)."""
   out = figures_lib.temperature_figures(s, state, seed=seed, temperatures=temperatures, num=num)

@@ -22,6 +22,7 @@ of `COLUMNS` per run; a measure a family cannot give is None, written "none". Wh
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import time
@@ -40,6 +41,7 @@ from jaxgen.training import checkpoints
 from jaxgen.training import trainer
 from jaxgen.training import writers
 
+logger = logging.getLogger("jaxgen")
 COLUMNS = ("run", "model", "params", "steps", "train_images", "train_time_s", "train_images_per_sec", "bpd",
            "bpd_kind", "elbo_bpd", "fid", "kid", "precision", "recall", "latent_access", "recon_rmse",
            "completion_bpd", "completion", "completion_rmse", "sample_ms_per_image")
@@ -102,11 +104,15 @@ def budget_steps(budget, batch_size):
 
 def train_for_budget(configs, names, budget, root):
   """Trains each config for the same `budget` (`budget_steps`) into root/NAME, resuming there; returns the run
-  directories. The budget and the data are checked for every config before any training."""
+  directories. The budget and the data are checked for every config before any training. The trainer's own
+  evaluation at the last step covers one eval batch, its sample grid 8 images (the comparison measures each run)."""
   if not root:
     raise ValueError("Training configs for a comparison needs --workdir_root=DIR, where the runs are trained.")
   for config in configs:
     config.total_steps = budget_steps(budget, config.batch_size)
+    # The comparison measures every run itself: the trainer's own last evaluation and sample grid stay small.
+    config.eval_examples = config.get("eval_batch_size") or config.batch_size
+    config.num_samples = min(config.num_samples, 8)
   check_same_data(names, configs)
   workdirs = [os.path.join(root, name) for name in names]
   for config, workdir in zip(configs, workdirs):
@@ -185,20 +191,57 @@ def timed_samples(s, state, options):
   return np.asarray(images), 1000.0 * (time.perf_counter() - start) / options.sample_batch
 
 
+class _Progress:
+  """Logs each phase of a run's measurement with its duration, and the run's overall progress with an ETA."""
+
+  def __init__(self, names):
+    self.names, self.start, self.done = names, time.perf_counter(), 0
+
+  def phase(self, run, what, fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    logger.info("compare %s: %s in %s", run, what, writers.format_duration(time.perf_counter() - start))
+    return out
+
+  def run_done(self, run):
+    self.done += 1
+    elapsed = time.perf_counter() - self.start
+    eta = elapsed / self.done * (len(self.names) - self.done)
+    logger.info("compare: %d/%d runs measured (%s done) | %s elapsed | ETA %s", self.done, len(self.names), run,
+                writers.format_duration(elapsed), writers.format_duration(eta))
+
+
+def _logged_batches(sample, run, num_batches):
+  """`sample` (bound to a state) that logs each call's progress through `num_batches` calls, with an ETA."""
+  start, calls = time.perf_counter(), [0]
+
+  def logged(rng, labels):
+    out = jax.block_until_ready(sample(rng, labels))
+    calls[0] += 1
+    elapsed = time.perf_counter() - start
+    eta = elapsed / calls[0] * (num_batches - calls[0])
+    logger.info("compare %s: samples batch %d/%d | %s elapsed | ETA %s", run, calls[0], num_batches,
+                writers.format_duration(elapsed), writers.format_duration(eta))
+    return out
+  return logged
+
+
 def measure(workdirs, options=Options()):
   """-> (rows, settings, panels): one {column: value or None} per run in COLUMNS order, the shared settings, and
   one uint8 [H, W, C] sample grid per run. The runs' data and the shared settings are checked before any run is
-  restored; each run's model and checkpoint when it is restored (`trainer.restore_for_eval`)."""
+  restored; each run's model and checkpoint when it is restored (`trainer.restore_for_eval`). Each phase is logged
+  with its duration, and the whole with an ETA."""
   names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
   configs = [run_config(w, options) for w in workdirs]
   check_same_data(names, configs)
   check_options(options)
   rows, panels, shared = [], [], None
+  progress = _Progress(names)
   for name, workdir, config in zip(names, workdirs, configs):
     s, state = trainer.restore_for_eval(config, workdir)
     if shared is None:  # one reference set and one feature extractor for every run
       opts = sample_quality.settings(s.config)
-      extract = sample_quality.feature_extractor(s.config, opts)
+      extract = progress.phase(name, "feature extractor", sample_quality.feature_extractor, s.config, opts)
       real = s.input.examples(options.split, options.num_examples)
       count = min(options.num_reconstruct, len(real))
       num = options.num_samples or len(real)
@@ -209,18 +252,20 @@ def measure(workdirs, options=Options()):
                   "iw_samples": options.iw_samples, "project_steps": options.project_steps,
                   "missing": options.missing, "num_reconstruct": count}
     row = {"run": name, "model": s.config.model_name} | training_budget(workdir, s.config, state)
-    row |= likelihood(s, state, options)
-    sample = functools.partial(sample_quality.sampler(s, opts["sampler"]), state)
-    gen = sample_quality.generated_images(sample, s.train_data.num_classes, num, min(opts["batch_size"], num),
-                                          options.seed + 3)
+    row |= progress.phase(name, "likelihood", likelihood, s, state, options)
+    batch = min(opts["batch_size"], num)
+    sample = _logged_batches(functools.partial(sample_quality.sampler(s, opts["sampler"]), state), name,
+                             -(-num // batch))
+    gen = sample_quality.generated_images(sample, s.train_data.num_classes, num, batch, options.seed + 3)
     if s.config.binarize:
       gen = np.where(gen > 0, 255, 0).astype(np.uint8)
     row |= sample_quality.compare(shared["real_features"], extract(gen))
-    row |= latent_access(s, state, shared["images"], shared["labels"])
-    row |= completions(s, state, shared["images"], options)
-    samples, row["sample_ms_per_image"] = timed_samples(s, state, options)
+    row |= progress.phase(name, "latent access", latent_access, s, state, shared["images"], shared["labels"])
+    row |= progress.phase(name, "completion", completions, s, state, shared["images"], options)
+    samples, row["sample_ms_per_image"] = progress.phase(name, "timed samples", timed_samples, s, state, options)
     panels.append(writers.image_grid(samples, columns=8, binary=bool(s.config.binarize)))
     rows.append({k: row[k] for k in COLUMNS})
+    progress.run_done(name)
   return rows, settings, panels
 
 

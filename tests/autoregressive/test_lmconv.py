@@ -217,6 +217,44 @@ def test_samples_follow_the_order():
     assert np.any(np.asarray(control) != np.asarray(samples))
 
 
+# ---------------------------------------------------------------- the incremental sampler equals full passes
+
+DEEP = lmconv.LMConvTiny(image_shape=(4, 4, 3), likelihood="dmol", nr_resnet=1, train_orders=orders.S_CURVES,
+                         eval_orders=orders.S_CURVES)  # resnets with skips, dilated convs: every cached layer
+DEEP_VARS = _perturbed_init(DEEP)
+
+
+@jax.jit
+def _full_pass_params(canvas, order):
+  return DEEP.apply(DEEP_VARS, DEEP._to_input(canvas), order, method="params_for")  # [B, H, W, P]
+
+
+def _full_pass_sampler(rng, canvas, order, observed, start):
+  """The sampler's definition: step t draws pixel order[t] from a whole network pass on the canvas, key
+  fold_in(rng, t), keeping observed pixels."""
+  for t in range(start, 16):
+    r, c = order[t]
+    new = DEEP._sample_pixel(jax.random.fold_in(rng, t), _full_pass_params(canvas, order)[:, r, c], 1.0)
+    canvas = canvas.at[:, r, c].set(jnp.where(observed[r, c], canvas[:, r, c], new))
+  return DEEP._to_8bit(canvas)
+
+
+def test_incremental_sampler_equals_full_network_passes():
+  rng = jax.random.key(12)
+  order = orders.build("s_curve_rot90", 4, 4)
+  samples = jax.jit(lambda v, r: DEEP.apply(v, r, 3, 1.0, "s_curve_rot90", method="sample"))(DEEP_VARS, rng)
+  expected = _full_pass_sampler(rng, jnp.zeros((3, 4, 4, 3), jnp.int32), order, np.zeros((4, 4), bool), 0)
+  np.testing.assert_array_equal(samples, expected)
+  # Completion starts after the observed pixels: its caches come from one full pass on them.
+  observed = np.zeros((4, 4), bool)
+  observed[2:] = True
+  images = jax.random.randint(jax.random.key(13), (3, 4, 4, 3), 0, 256)
+  completed, _ = jax.jit(lambda v, r, x: DEEP.apply(v, r, x, observed, method="complete"))(DEEP_VARS, rng, images)
+  seq = orders.observed_first(DEEP.order_array(DEEP.completion_orders(observed)[0]), observed)
+  np.testing.assert_array_equal(completed, _full_pass_sampler(rng, images, seq, observed, 8))
+  assert np.any(np.asarray(completed)[:, :2] != np.asarray(images)[:, :2])  # the hidden rows were sampled
+
+
 # ---------------------------------------------------------------- trainer contract
 
 def test_losses_contract_and_loss_falls():
