@@ -79,23 +79,6 @@ def test_conv_mask_matches_official_layout():
 # --- convolutions ----------------------------------------------------------------------------------
 
 
-def test_depthwise_shifted_conv_equals_grouped_conv():
-  noise = np.random.RandomState(9)
-  x = jnp.asarray(noise.standard_normal((2, 5, 6, 4)), jnp.float32)
-  w = jnp.asarray(noise.standard_normal((5, 5, 1, 4)), jnp.float32)
-  ref = jax.lax.conv_general_dilated(x, w, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     feature_group_count=4)
-  np.testing.assert_allclose(cells.depthwise_conv_shifted(x, w, 2), ref, atol=1e-5)
-  # The custom gradient equals the grouped convolution's.
-  loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))
-  grads = jax.grad(loss(lambda x, w: cells.depthwise_conv_shifted(x, w, 2)), argnums=(0, 1))(x, w)
-  ref_grads = jax.grad(loss(lambda x, w: jax.lax.conv_general_dilated(
-      x, w, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4)),
-                       argnums=(0, 1))(x, w)
-  for got, ref in zip(grads, ref_grads):
-    np.testing.assert_allclose(got, ref, atol=1e-4)
-
-
 def test_masked_convs_skipping_dead_taps_equal_lax_convolution_and_gradients():
   # Conv2D's CPU paths for masked kernels use only the taps the autoregressive mask leaves alive: the depthwise
   # shifted sum (5x5, 13 of 25 taps) and the tap matmul (3x3 with zero diagonal, 5 of 9 taps, and mirrored).
