@@ -19,8 +19,8 @@ _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_le
 @functools.lru_cache(maxsize=None)
 def _flow_setup(mirror):
   z = jax.random.normal(jax.random.key(4), (1, 3, 3, 4))  # 36 dims
-  # jacfwd needs forward-mode AD: lax's grouped convolution (the CPU default has a custom VJP only).
-  layer = cells.CellAR(mirror, "lax") if mirror is not None else cells.PairedCellAR("lax")
+  # jacfwd needs forward-mode AD: the native kernels (the CPU depthwise form has a custom VJP only).
+  layer = cells.CellAR(mirror, "native") if mirror is not None else cells.PairedCellAR("native")
   params = _jit(layer.init)(jax.random.key(5, impl="rbg"), z)["params"]
   # Perturb every parameter (and raise the weight norms) so the checks do not pass on a near-identity map.
   leaves, tree = jax.tree.flatten_with_path(params)
@@ -60,7 +60,7 @@ def test_paired_flow_log_det_matches_jacfwd():
   np.testing.assert_allclose(log_det[0], np.linalg.slogdet(jac)[1], atol=1e-4)
   assert np.abs(z_out - z).max() > 1e-2  # it is not the identity
   # The CPU default implementation (shifted depthwise sums, custom VJP) gives the same map and Jacobian.
-  shifted = cells.PairedCellAR("shifted")
+  shifted = cells.PairedCellAR("matmul")
   fwd = lambda v: shifted.apply({"params": params}, v.reshape(z.shape))[0].reshape(-1)
   np.testing.assert_allclose(_jit(jax.jacrev(fwd))(z.reshape(-1)), jac, atol=1e-5)
 
