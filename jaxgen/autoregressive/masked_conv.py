@@ -80,7 +80,7 @@ def torch_bias_init(fan_in):
 
 
 class LocallyMaskedConv(nn.Module):
-  """Locally masked convolution layer: `locally_masked_conv2d(x, kernel, mask) + bias`.
+  """Locally masked convolution layer: `ops.locally_masked_conv2d(x, kernel, mask) + bias`.
 
   `mask_weight=True` adds the official `--learn_weight_for_masks` term sum_o M_p[o] * V[o] (a learned
   per-tap bias that tells the layer which neighbours it sees).
