@@ -38,7 +38,10 @@ def _losses(s, state, batch):
   return losses
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+# Glow only: two step compilations per family cost 4-8 minutes each on the loaded 2-core CI machine (measured
+# 2026-12-01 at load 40-70: glow 306 s, stylegan2 238 s, lmconv 333 s, nvae 503 s; all four passed). The other
+# families' forms are covered layer by layer in test_conv.py, and StyleGAN2's whole model in test_stylegan2.py.
+@pytest.mark.parametrize("name", ["glow"])
 def test_native_and_matmul_kernels_train_alike(name):
   native, matmul = _setup(name, "native"), _setup(name, "matmul")
   state = matmul.init()
