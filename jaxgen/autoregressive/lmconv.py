@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import distributions
+from jaxgen import ops
 from jaxgen.autoregressive import masked_conv
 from jaxgen.autoregressive import orders as orders_lib
 from jaxgen.metrics import completion
@@ -82,11 +83,13 @@ class GatedResnet(nn.Module):
   kernel_size: int = 3
   dropout_rate: float = 0.0
   normalization: str = "pono"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, u, mask, a=None, train=False, tap_perm=None):  # u [B, H, W, F]
     norm = pono if self.normalization == "pono" else (lambda t: t)
-    x = masked_conv.LocallyMaskedConv(self.filters, self.kernel_size, name="conv_in")(concat_elu(u), mask, tap_perm)
+    conv = functools.partial(masked_conv.LocallyMaskedConv, kernel_size=self.kernel_size, conv_impl=self.conv_impl)
+    x = conv(self.filters, name="conv_in")(concat_elu(u), mask, tap_perm)
     x = norm(x)
     if a is not None:
       x = x + Nin(self.filters, name="nin_skip")(concat_elu(a))
@@ -94,7 +97,7 @@ class GatedResnet(nn.Module):
     if self.dropout_rate > 0:
       # Dropout2d: whole channels, the same at every location (keeps the masks intact).
       x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(x, deterministic=not train)
-    x = masked_conv.LocallyMaskedConv(2 * self.filters, self.kernel_size, name="conv_out")(x, mask, tap_perm)
+    x = conv(2 * self.filters, name="conv_out")(x, mask, tap_perm)
     g_a, g_b = jnp.split(x, 2, axis=-1)
     return u + norm(g_a) * jax.nn.sigmoid(g_b)  # [B, H, W, F]
 
@@ -118,6 +121,7 @@ class Model(nn.Module):
       they are floored to num_bits levels inside, and samples are returned as 8-bit values of their levels.
     remat: recompute each gated resnet in the backward pass instead of storing its activations (the
       official `--rematerialize`); saves memory, costs about one more forward pass.
+    conv_impl: how the locally masked convolutions run, "auto" (per backend), "native" or "matmul" (`jaxgen.ops`).
   """
   image_shape: Sequence[int] = (32, 32, 3)
   likelihood: str = "dmol"
@@ -132,11 +136,13 @@ class Model(nn.Module):
   eval_orders: Sequence[str] = orders_lib.variants("s_curve")
   num_bits: int = 8
   remat: bool = False
+  conv_impl: str = "auto"
 
   def __post_init__(self):
     # Configs hand lists; tuples keep the module hashable (usable as a static jit argument).
     for field in ("image_shape", "train_orders", "eval_orders"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
+    ops.check_impl(self.conv_impl)
     super().__post_init__()
 
   # ------------------------------------------------------------------------------------------ network
@@ -165,10 +171,11 @@ class Model(nn.Module):
     f, k = self.nr_filters, self.kernel_size
     norm = pono if self.normalization == "pono" else (lambda t: t)
     resnet_cls = nn.remat(GatedResnet, static_argnums=(4,)) if self.remat else GatedResnet  # 4: `train`
-    resnet = functools.partial(resnet_cls, f, k, self.dropout_rate, self.normalization)
+    resnet = functools.partial(resnet_cls, f, k, self.dropout_rate, self.normalization, self.conv_impl)
+    conv = functools.partial(masked_conv.LocallyMaskedConv, kernel_size=k, conv_impl=self.conv_impl)
     # A constant channel of ones, masked like the pixels: tells the first layer which neighbours exist.
     x = jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)  # [B, H, W, C + 1]
-    u = norm(masked_conv.LocallyMaskedConv(f, k, name="conv_init")(x, mask_first, tap_perm))
+    u = norm(conv(f, name="conv_init")(x, mask_first, tap_perm))
     skips = [u]
     # Up pass: 3 blocks of resnets, with a dilated LMConv between blocks (no down-sampling).
     # (Explicit names keep checkpoints interchangeable with and without remat.)
@@ -177,8 +184,7 @@ class Model(nn.Module):
         u = resnet(name=f"up_{block}_resnet_{i}")(u, mask_later, None, train, tap_perm)
         skips.append(u)
       if block < 2:
-        u = norm(masked_conv.LocallyMaskedConv(f, k, self.max_dilation, name=f"up_{block}_dilated")(
-            u, mask_dilated, tap_perm))
+        u = norm(conv(f, dilation=self.max_dilation, name=f"up_{block}_dilated")(u, mask_dilated, tap_perm))
         skips.append(u)
     # Down pass: blocks of nr, nr+1, nr+1 resnets, each fed the up-pass outputs in reverse.
     u = skips.pop()
@@ -186,8 +192,7 @@ class Model(nn.Module):
       for i in range(n):
         u = resnet(name=f"down_{block}_resnet_{i}")(u, mask_later, skips.pop(), train, tap_perm)
       if block < 2:
-        u = norm(masked_conv.LocallyMaskedConv(f, k, self.max_dilation, name=f"down_{block}_dilated")(
-            u, mask_dilated, tap_perm))
+        u = norm(conv(f, dilation=self.max_dilation, name=f"down_{block}_dilated")(u, mask_dilated, tap_perm))
     assert not skips
     return Nin(self._num_outputs(), name="nin_out")(jax.nn.elu(u))  # [B, H, W, P]
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import ops
 from jaxgen.flows import layers
 from jaxgen.training import family
 from jaxgen.training import figures as figures_lib
@@ -30,11 +31,12 @@ class FlowStep(nn.Module):
   hidden_channels: int = 512
   coupling: str = "affine"
   permutation: str = "conv"
+  conv_impl: str = "auto"
 
   def setup(self):
     self.actnorm = layers.ActNorm()
     self.permute = layers.PERMUTATIONS[self.permutation]()
-    self.couple = layers.COUPLINGS[self.coupling](self.hidden_channels)
+    self.couple = layers.COUPLINGS[self.coupling](self.hidden_channels, self.conv_impl)
 
   def forward_and_log_det(self, x):
     log_det = 0.0
@@ -67,9 +69,10 @@ class FlowSteps(nn.Module):
   permutation: str = "conv"
   remat: bool = False
   unroll: int | bool = 1
+  conv_impl: str = "auto"
 
   def setup(self):
-    self.step = FlowStep(self.hidden_channels, self.coupling, self.permutation)
+    self.step = FlowStep(self.hidden_channels, self.coupling, self.permutation, self.conv_impl)
 
   def _run(self, method, x, reverse):
     scan = nn.scan(_scan_body(method, self.remat), variable_axes={"params": 0, "constants": 0},
@@ -112,6 +115,7 @@ class Model(nn.Module):
     unroll: flow steps per iteration of the scan over a level's steps; True unrolls the level completely. 1 keeps
       compile time flat in depth (paper size compiles in seconds); on CPU, where XLA's loops copy each step's
       saved activations, unrolling trains ~1.3x faster at the cost of compile time growing with depth.
+    conv_impl: how convolutions run, "auto" (per backend), "native" or "matmul" (`jaxgen.ops`).
   """
   image_shape: Sequence[int] = (32, 32, 3)
   levels: int = 3
@@ -125,9 +129,11 @@ class Model(nn.Module):
   num_bits: int = 8
   remat: bool = False
   unroll: int | bool = 1
+  conv_impl: str = "auto"
 
   def setup(self):
     _check_image_shape(self.image_shape, self.levels)
+    ops.check_impl(self.conv_impl)
     if self.coupling not in layers.COUPLINGS:
       raise ValueError(f"Unknown coupling {self.coupling!r}; choose one of {sorted(layers.COUPLINGS)}.")
     if self.permutation not in layers.PERMUTATIONS:
@@ -135,9 +141,9 @@ class Model(nn.Module):
     if not 1 <= self.num_bits <= 8:
       raise ValueError(f"num_bits must be in 1..8, got {self.num_bits}.")
     self.steps = [FlowSteps(self.depth, self.hidden_channels, self.coupling, self.permutation, self.remat,
-                            self.unroll)
+                            self.unroll, self.conv_impl)
                   for _ in range(self.levels)]
-    self.splits = [layers.SplitPrior() for _ in range(self.levels - 1)]
+    self.splits = [layers.SplitPrior(self.conv_impl) for _ in range(self.levels - 1)]
     c_top = self.top_shape[-1]
     if self.learn_top:
       self.top = self.param("top", nn.initializers.zeros, (2 * c_top,))  # [mean, log_std] per channel

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import distributions
+from jaxgen import ops
 
 # openai/glow multiplies learned log-scales by 3: Adam then moves them 3x faster than the other parameters.
 LOG_SCALE_FACTOR = 3.0
@@ -172,54 +173,13 @@ def _border(height, width, kernel_size):
   return border
 
 
-def channel_matmul(x, w):
-  """x [..., C] @ w [C, D] -> [..., D], a 1x1 convolution, as a 2-D matmul over the flattened batch and space.
-
-  Autodiff of the 2-D form gives the weight gradient as one (N, C)^T (N, D) matmul, which XLA:CPU runs about
-  twice as fast as the rank-4 dot_general it emits for jnp.dot(x, w).
-  """
-  return jnp.dot(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[-1],))
-
-
-def conv_shift_add(x, kernel):
-  """'SAME' zero-padded 2-D convolution as one matmul and k*k shifted adds: [B, H, W, C_in] -> [B, H, W, C_out].
-
-  P = x @ kernel (as [C_in, k*k*C_out]);  y[h, w] = sum_{i,j} P_padded[h+i, w+j, (i, j)].
-  Same arithmetic as a convolution, but for many input and few output channels (Glow's zero-initialised output
-  convolutions, 512 -> 2C) XLA:CPU runs it an order of magnitude faster than its convolution, and only the
-  small P is padded, never the wide input.
-  """
-  kh, kw, c_in, c_out = kernel.shape
-  b, h, w, _ = x.shape
-  p = channel_matmul(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))  # [B, H, W, k*k*C_out]
-  p = jnp.pad(p, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  # Each tap's C_out channels are a slice of P's last axis (not an axis of a 6-D reshape): the backward pass then
-  # assembles dP in one pass instead of through a padded [B, H+k-1, W+k-1, k, k, C_out] tensor (Glow :bench step
-  # 7% faster in an interleaved A/B).
-  return sum(p[:, i:i + h, j:j + w, (i * kw + j) * c_out:(i * kw + j + 1) * c_out]
-             for i in range(kh) for j in range(kw))
-
-
-def conv_im2col(x, kernel):
-  """'SAME' zero-padded 2-D convolution as k*k shifted copies and one matmul: [B, H, W, C_in] -> [B, H, W, C_out].
-
-  For few input channels (Glow's first coupling convolution sees C/2) the patches are small, and the kernel
-  gradient is one matmul, where XLA:CPU's convolution backward runs ~50x below peak.
-  """
-  kh, kw, c_in, c_out = kernel.shape
-  h, w = x.shape[1], x.shape[2]
-  x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  patches = jnp.concatenate([x[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
-  return channel_matmul(patches, kernel.reshape(kh * kw * c_in, c_out))
-
-
-def edge_conv(x, kernel, conv):
+def edge_conv(x, kernel, conv_impl="auto"):
   """openai/glow's edge-biased 'SAME' convolution: zero padding plus one input channel that is 1 on the border.
 
   kernel: [k, k, C_in + 1, C_out], its last input channel for the border. The border channel does not depend on
   the data, so its contribution is a fixed [H, W, C_out] map, added instead of concatenating a channel to x.
   """
-  y = conv(x, kernel[:, :, :-1])
+  y = ops.conv2d(x, kernel[:, :, :-1], kernel.shape[0] // 2, impl=conv_impl)
   return y + expand(_border_map(x.shape[1], x.shape[2], kernel[:, :, -1:]), y.shape)
 
 
@@ -239,13 +199,13 @@ class Conv(nn.Module):
   """Glow's hidden convolution (`tfops.conv2d`): edge-biased 'SAME', N(0, 0.05) weights, no bias, then ActNorm."""
   features: int
   kernel_size: int = 3
+  conv_impl: str = "auto"  # jaxgen.ops
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.normal(0.05), (k, k, x.shape[-1] + (k > 1), self.features))
-    # Convolutions as matmuls: the same arithmetic, and XLA:CPU's dot is far faster than its convolution backward.
-    conv = lambda w: channel_matmul(x, w[0, 0]) if k == 1 else edge_conv(x, w, conv_im2col)
+    conv = lambda w: ops.conv2d(x, w, impl=self.conv_impl) if k == 1 else edge_conv(x, w, self.conv_impl)
     actnorm = ActNorm(name="actnorm")
     if self.is_initializing():  # data-dependent init needs the convolution's output
       return actnorm(conv(kernel))
@@ -264,6 +224,7 @@ class ZeroConv(nn.Module):
   """
   features: int
   kernel_size: int = 3
+  conv_impl: str = "auto"  # jaxgen.ops
 
   @nn.compact
   def __call__(self, x):
@@ -271,7 +232,7 @@ class ZeroConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.zeros, (k, k, x.shape[-1] + (k > 1), self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     logs = self.param("logs", nn.initializers.zeros, (self.features,))
-    y = channel_matmul(x, kernel[0, 0]) if k == 1 else edge_conv(x, kernel, conv_shift_add)
+    y = ops.conv2d(x, kernel, impl=self.conv_impl) if k == 1 else edge_conv(x, kernel, self.conv_impl)
     return (y + expand(bias, y.shape)) * expand(jnp.exp(logs * LOG_SCALE_FACTOR), y.shape)
 
 
@@ -279,13 +240,14 @@ class CouplingNet(nn.Module):
   """openai/glow's `f`: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3 (hidden convs with ActNorm)."""
   hidden_channels: int
   out_channels: int
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, C_in] -> [B, H, W, out_channels]
-    h = nn.relu(Conv(self.hidden_channels, 3, name="conv_in")(x))
-    h = nn.relu(Conv(self.hidden_channels, 1, name="conv_hidden")(h))
+    h = nn.relu(Conv(self.hidden_channels, 3, self.conv_impl, name="conv_in")(x))
+    h = nn.relu(Conv(self.hidden_channels, 1, self.conv_impl, name="conv_hidden")(h))
     # Zero-init last layer: the coupling starts as the identity (additive) or a fixed 0.88 scale (affine).
-    return ZeroConv(self.out_channels, 3, name="conv_out")(h)
+    return ZeroConv(self.out_channels, 3, self.conv_impl, name="conv_out")(h)
 
 
 class AffineCoupling(nn.Module):
@@ -296,10 +258,11 @@ class AffineCoupling(nn.Module):
   The sigmoid keeps scale in (0, 1), which openai/glow uses instead of exp for stability.
   """
   hidden_channels: int = 512
+  conv_impl: str = "auto"
 
   @nn.compact
   def _shift_and_log_scale(self, x_a):
-    h = CouplingNet(self.hidden_channels, 2 * x_a.shape[-1], name="net")(x_a)
+    h = CouplingNet(self.hidden_channels, 2 * x_a.shape[-1], self.conv_impl, name="net")(x_a)
     return h[..., 0::2], jax.nn.log_sigmoid(h[..., 1::2] + 2.0)
 
   def forward_and_log_det(self, x):
@@ -318,10 +281,11 @@ class AffineCoupling(nn.Module):
 class AdditiveCoupling(nn.Module):
   """Additive coupling (NICE; Glow `--flow_coupling 0`).  y_b = x_b + NN(x_a);  log|det J| = 0."""
   hidden_channels: int = 512
+  conv_impl: str = "auto"
 
   @nn.compact
   def _shift(self, x_a):
-    return CouplingNet(self.hidden_channels, x_a.shape[-1], name="net")(x_a)
+    return CouplingNet(self.hidden_channels, x_a.shape[-1], self.conv_impl, name="net")(x_a)
 
   def forward_and_log_det(self, x):
     x_a, x_b = jnp.split(x, 2, axis=-1)
@@ -365,10 +329,11 @@ class SplitPrior(nn.Module):
   forward: x -> (x_1, eps) with log|det J| = -sum(log_std); then log p(x_2 | x_1) = log N(eps; 0, I) + log|det J|,
   so a flow ending in standard-normal `eps` has the exact likelihood of openai/glow's conditional prior.
   """
+  conv_impl: str = "auto"
 
   @nn.compact
   def _mean_and_log_std(self, x_1):
-    h = ZeroConv(2 * x_1.shape[-1], 3, name="prior")(x_1)
+    h = ZeroConv(2 * x_1.shape[-1], 3, self.conv_impl, name="prior")(x_1)
     return h[..., 0::2], h[..., 1::2]
 
   def forward_and_log_det(self, x):  # -> ((x_1 [B, H, W, C/2], eps [B, H, W, C/2]), [B])

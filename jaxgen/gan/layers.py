@@ -3,10 +3,9 @@
 Equalized learning rate (Karras et al. 2018, ProGAN Sec. 4.1), bias + activation with gain, FIR resampling with the
 semantics of NVlabs/stylegan2-ada-pytorch `torch_utils/ops/upfirdn2d.py`, modulated/demodulated convolution
 (StyleGAN2 Sec. 2.2, Eq. 1-3), noise inputs, toRGB and minibatch standard deviation. Layout is NHWC throughout,
-kernels are HWIO. No custom ops: dense convolutions are matmuls (im2col, or Winograd F(2x2, 3x3) for the large
-3x3 ones), the rest XLA's fused elementwise loops; the fused grouped form uses XLA's convolution.
+kernels are HWIO. No custom ops: convolutions run through `jaxgen.ops` (per backend), FIR filters as XLA's fused
+elementwise loops.
 """
-import functools
 import math
 from typing import Optional
 from typing import Sequence
@@ -15,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxgen import ops
 
 LRELU_ALPHA = 0.2
 # Default gains of bias_act.activation_funcs: keep the activations' second moment at 1 through the layer.
@@ -175,267 +176,17 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1.0):
 # Convolution with resampling: conv2d_resample.
 
 
-def _xla_conv(x, w, padding=((0, 0), (0, 0)), groups=1):
-  return jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding=padding,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-
-
-def _flip_transpose(w, groups):
-  """The kernel of a convolution's input gradient: spatially flipped, in/out channels swapped per group."""
-  kh, kw, in_g, out = w.shape
-  w = w.reshape(kh, kw, in_g, groups, out // groups)
-  w = jnp.transpose(w, (0, 1, 4, 3, 2)).reshape(kh, kw, out // groups, groups * in_g)
-  return w[::-1, ::-1]
-
-
-def _pad_hw(x, padding):
-  """Zero-pad (or, for negative amounts, crop) the two spatial axes of [B, H, W, C] by ((y0, y1), (x0, x1))."""
-  (py0, py1), (px0, px1) = padding
-  if py0 == py1 == px0 == px1 == 0:
-    return x
-  cfg = ((0, 0, 0), (py0, py1, 0), (px0, px1, 0), (0, 0, 0))
-  return jax.lax.pad(x, jnp.zeros((), x.dtype), cfg)
-
-
-def conv_matmul(x, w, padding=((0, 0), (0, 0)), stride=1):
-  """Correlation of x [B, H, W, I] with w [kh, kw, I, O] as one matmul (im2col): [B, H', W', O].
-
-  patches[b, i, j, (u, v, c)] = pad(x)[b, stride i + u, stride j + v, c];  y = patches @ w.reshape(kh kw I, O).
-  Same multiply-adds as the convolution (only kept outputs are computed for stride > 1). Why: XLA:CPU runs the
-  kernel gradient of its convolutions far below its matmul speed (in the profile of the CIFAR step, ~4x the time
-  of the same layer's forward for a 3x3, 512-channel layer at 32x32, batch 8); here forward, input gradient
-  (g @ w^T, then overlapping adds) and kernel gradient (patches^T @ g) are plain 2-D matmuls, and so are the
-  second-order terms of R1. Forward + backward of that layer: 1.45x faster than XLA's convolution.
-  """
-  kh, kw, c_in, c_out = w.shape
-  x = _pad_hw(x, padding)
-  b, h, wd, _ = x.shape
-  ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-  pieces = [x[:, u: u + stride * (ho - 1) + 1: stride, v: v + stride * (wo - 1) + 1: stride]
-            for u in range(kh) for v in range(kw)]
-  patches = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)  # [B, H', W', kh kw I]
-  y = patches.reshape(b * ho * wo, kh * kw * c_in) @ w.reshape(kh * kw * c_in, c_out)
-  return y.reshape(b, ho, wo, c_out)
-
-
-# Winograd F(2x2, 3x3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks", Sec. 4.1):
-# for a 4x4 input tile d and a 3x3 kernel g, the 2x2 correlation output is Y = A^T [(G g G^T) * (B^T d B)] A.
-_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
-_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
-# Use Winograd when the batch has at least this many 2x2 output tiles: below, its 16 matmuls are too small to beat
-# one im2col matmul. Measured on 2 CPU cores, 512 channels, forward + backward against im2col: 1.7x faster at
-# 32x32 (batch 8, 2048 tiles), 1.3x at 16x16 (512 tiles), 1.3x slower at 8x8 (128 tiles).
-WINOGRAD_MIN_TILES = 512
-
-
-def _lincomb(terms, coefs):
-  """sum_i coefs[i] * terms[i] for constant coefficients, skipping zeros and multiplications by +-1."""
-  out = None
-  for c, t in zip(coefs, terms):
-    if c == 0:
-      continue
-    t = t if c == 1 else (-t if c == -1 else t * float(c))
-    out = t if out is None else out + t
-  return out
-
-
-def conv3x3_winograd(x, w, padding=((1, 1), (1, 1))):
-  """Stride-1 correlation of x [B, H, W, I] with a 3x3 kernel w [3, 3, I, O], in Winograd F(2x2, 3x3) form.
-
-  The padded input is cut into overlapping 4x4 tiles at stride 2 (one per 2x2 block of outputs) and transformed,
-  V = B^T d B; the kernel is transformed, U = G g G^T [4, 4, I, O]; then 16 matmuls M_ab = V_ab @ U_ab over all
-  tiles and the output transform Y = A^T M A. Mathematically equal to the convolution; 16 instead of 36
-  multiply-adds per 2x2 outputs and channel pair, so forward, input gradient (dV = dM @ U^T) and kernel gradient
-  (dU = V^T @ dM) each do 2.25x fewer FLOPs than im2col, all as batched matmuls. The transforms only add and
-  halve (entries 0, +-1, +-1/2), so the result differs from direct convolution by float round-off (about 1e-6
-  relative; `tests/gan/test_layers.py` checks values and gradients). Output height and width must be even.
-  """
-  b = x.shape[0]
-  c_in, c_out = w.shape[2], w.shape[3]
-  xp = _pad_hw(x, padding)
-  th, tw = (xp.shape[1] - 2) // 2, (xp.shape[2] - 2) // 2  # tiles per column / row
-  # Input transform, rows then columns, with strided slices (their transposes are cheap interior pads).
-  rows = [xp[:, u: u + 2 * th - 1: 2] for u in range(4)]  # [B, th, W + 2, I]
-  v = []
-  for a in range(4):
-    va = _lincomb(rows, _WINO_BT[a])
-    cols = [va[:, :, u: u + 2 * tw - 1: 2] for u in range(4)]  # [B, th, tw, I]
-    v += [_lincomb(cols, _WINO_BT[c]) for c in range(4)]
-  v = jnp.stack(v).reshape(16, b * th * tw, c_in)  # [16, T, I]
-  wr = [_lincomb([w[u] for u in range(3)], _WINO_G[a]) for a in range(4)]  # [3, I, O] each
-  u = jnp.stack([_lincomb([wa[k] for k in range(3)], _WINO_G[c]) for wa in wr for c in range(4)])  # [16, I, O]
-  m = jax.lax.dot_general(v, u.astype(v.dtype), (((2,), (1,)), ((0,), (0,))))  # [16, T, O]
-  return _wino_output(m.reshape(4, 4, b, th, tw, c_out))  # [B, H', W', O]
-
-
-@jax.custom_vjp
-def _wino_output(m):
-  """Winograd output transform Y = A^T M A: m [4, 4, B, th, tw, O] -> y [B, 2 th, 2 tw, O].
-
-  A custom VJP, because autodiff transposes the 16 slices into pads that XLA:CPU sums in one slow loop; the
-  transpose written out (`_wino_output_t`, a gather of the four output phases) is several times faster.
-  """
-  _, _, b, th, tw, c = m.shape
-  mr = [[_lincomb([m[a, c] for a in range(4)], _WINO_AT[p]) for c in range(4)] for p in range(2)]
-  y = [jnp.stack([_lincomb(mr[p], _WINO_AT[q]) for q in range(2)], axis=3) for p in range(2)]  # [B, th, tw, 2, O]
-  return jnp.stack(y, axis=2).reshape(b, 2 * th, 2 * tw, c)  # [B, th, 2, tw, 2, O] -> [B, H', W', O]
-
-
-@jax.custom_vjp
-def _wino_output_t(y):
-  """The transpose of `_wino_output`: dM_ac = sum_pq A^T_pa A^T_qc dY_pq;
-  y [B, 2 th, 2 tw, O] -> [4, 4, B, th, tw, O]."""
-  b, h, w, c = y.shape
-  y = y.reshape(b, h // 2, 2, w // 2, 2, c)
-  yr = [[y[:, :, p, :, q] for q in range(2)] for p in range(2)]  # dY_pq [B, th, tw, O]
-  ya = [[_lincomb([yr[p][q] for p in range(2)], _WINO_AT[:, a]) for q in range(2)] for a in range(4)]
-  m = [jnp.stack([_lincomb(ya[a], _WINO_AT[:, cc]) for cc in range(4)]) for a in range(4)]  # [4, B, th, tw, O]
-  return jnp.stack(m)
-
-
-_wino_output.defvjp(lambda m: (_wino_output(m), None), lambda _, g: (_wino_output_t(g),))
-_wino_output_t.defvjp(lambda y: (_wino_output_t(y), None), lambda _, g: (_wino_output(g),))
-
-
-def _use_winograd(x, w, padding, stride):
-  kh, kw = w.shape[:2]
-  (py0, py1), (px0, px1) = padding
-  ho, wo = x.shape[1] + py0 + py1 - 2, x.shape[2] + px0 + px1 - 2
-  return (kh == kw == 3 and stride == 1 and ho % 2 == 0 and wo % 2 == 0
-          and x.shape[0] * (ho // 2) * (wo // 2) >= WINOGRAD_MIN_TILES)
-
-
-def conv2d(x, w, padding=((0, 0), (0, 0)), groups=1):
-  """Stride-1 correlation of x [B, H, W, I] with w [kh, kw, I / groups, O], zero padding ((y0, y1), (x0, x1)).
-
-  Dense (groups=1): `conv3x3_winograd` for 3x3 kernels on large enough batches (`WINOGRAD_MIN_TILES`),
-  `conv_matmul` otherwise. Grouped (the fused modulated convolution): XLA's convolution with the custom VJP of
-  `grouped_conv2d`.
-  """
-  if groups == 1:
-    if _use_winograd(x, w, padding, 1):
-      return conv3x3_winograd(x, w, padding)
-    return conv_matmul(x, w, padding)
-  return grouped_conv2d(x, w, padding, groups)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def grouped_conv2d(x, w, padding=((0, 0), (0, 0)), groups=1):
-  """XLA convolution with a custom VJP that keeps every convolution of the backward pass, and of the backward of
-  the backward (R1, path length), in a form XLA:CPU runs fast:
-    dL/dx = grouped_conv2d(g, flip(w)^T, padding k - 1 - p)    (itself one, so higher orders recurse)
-    dL/dw = weight-gradient convolution of pad(x) (explicit pad behind an optimization barrier) with g.
-  Why: XLA:CPU computes weight gradients of convolutions padded by more than k // 2 through a generic path
-  about 50x slower than the usual one; autodiff of a valid convolution produces exactly that in R1's double
-  backward (the input gradient is a "full" convolution, padding k - 1).
-  """
-  return _xla_conv(x, w, padding, groups)
-
-
-def _grouped_conv2d_fwd(x, w, padding, groups):
-  return grouped_conv2d(x, w, padding, groups), (x, w)
-
-
-def _grouped_conv2d_bwd(padding, groups, res, g):
-  x, w = res
-  kh, kw = w.shape[:2]
-  (py0, py1), (px0, px1) = padding
-  gx = grouped_conv2d(g, _flip_transpose(w, groups), ((kh - 1 - py0, kh - 1 - py1), (kw - 1 - px0, kw - 1 - px1)),
-                      groups)
-  xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (py0, py1), (px0, px1), (0, 0))))  # no folding into conv
-  gw = jax.vjp(lambda v: _xla_conv(xp, v, groups=groups), w)[1](g)[0]
-  return gx, gw
-
-
-grouped_conv2d.defvjp(_grouped_conv2d_fwd, _grouped_conv2d_bwd)
-
-
-def _polyphase_taps(k, up, pad0):
-  """Per output phase r, the (tap offset d, kernel index) pairs of an input-dilated correlation along one axis.
-
-  With z the input dilated by `up` (z[up*i] = x[i]) and padded by pad0 on the left, the correlation output is
-  y[m] = sum_k w[k] z[m + k - pad0]; for m = up*j + r only the k with (r + k - pad0) % up == 0 contribute, reading
-  x[j + d] with d = (r + k - pad0) / up.
-  """
-  taps = [[((r + kk - pad0) // up, kk) for kk in range(k) if (r + kk - pad0) % up == 0] for r in range(up)]
-  ds = [d for t in taps for d, _ in t]
-  return taps, min(ds), max(ds)
-
-
-def conv_transpose_polyphase(x, w, up, padding, groups=1):
-  """Equals `conv_general_dilated(x, w, lhs_dilation=(up, up), padding=padding)` (NHWC / HWIO), computed in
-  polyphase form: for each of the up*up output phases, one dense convolution at the input resolution with only
-  the kernel taps that phase reads, then an interleave (depth-to-space).
-
-  Why: XLA:CPU runs input-dilated convolutions (and their gradients) through a slow generic path (about 30x
-  slower than this for a 3x3, 512-channel StyleGAN2 layer at 16->32, forward + backward); here every phase is a
-  plain GEMM-backed convolution and the phases together do exactly the k*k multiply-adds per input pixel of a
-  transposed convolution, none on inserted zeros.
-  """
-  kh, kw, _, c_out = w.shape
-  b, h, wd, _ = x.shape
-  (pad_y0, pad_y1), (pad_x0, pad_x1) = padding
-  taps_y, dy0, dy1 = _polyphase_taps(kh, up, pad_y0)
-  taps_x, dx0, dx1 = _polyphase_taps(kw, up, pad_x0)
-  out_h = (h - 1) * up + 1 + pad_y0 + pad_y1 - kh + 1
-  out_w = (wd - 1) * up + 1 + pad_x0 + pad_x1 - kw + 1
-  jh, jw = -(-out_h // up), -(-out_w // up)  # rows / columns per phase
-  lo_y, lo_x = max(-dy0, 0), max(-dx0, 0)
-  xp = jnp.pad(x, ((0, 0), (lo_y, max(jh + dy1 - h, 0)), (lo_x, max(jw + dx1 - wd, 0)), (0, 0)))
-  rows = []
-  for ty in taps_y:
-    cols = []
-    for tx in taps_x:
-      if not ty or not tx:  # a phase that reads no tap (only when up > kernel size) is all zeros
-        cols.append(jnp.zeros((b, jh, jw, c_out), x.dtype))
-        continue
-      # Offsets d of one phase are consecutive (taps k = r - pad0 + up*d), so each phase is a correlation.
-      kern = w[np.array([k for _, k in ty])][:, np.array([k for _, k in tx])]  # [n_y, n_x, I_g, O]
-      y0, x0 = lo_y + ty[0][0], lo_x + tx[0][0]
-      sl = xp[:, y0: y0 + jh + len(ty) - 1, x0: x0 + jw + len(tx) - 1]
-      cols.append(conv2d(sl, kern.astype(x.dtype), groups=groups))  # [B, jh, jw, O]
-    rows.append(jnp.stack(cols, axis=3))  # [B, jh, jw, up_x, O]
-  y = jnp.stack(rows, axis=2).reshape(b, jh * up, jw * up, c_out)  # [B, jh, up_y, jw, up_x, O] -> interleaved
-  return y[:, :out_h, :out_w]  # [B, out_h, out_w, O]
-
-
-def conv_strided_polyphase(x, w, stride, groups=1):
-  """Equals the valid correlation `conv_general_dilated(x, w, window_strides=(stride, stride))`, computed as a sum
-  over the stride*stride input phases of stride-1 convolutions with the taps of each phase.
-
-  out[i] = sum_u w[u] x[s i + u] = sum_r sum_a w[r + s a] x_r[i + a],  x_r[j] = x[r + s j].
-  Why: the gradient of a strided convolution w.r.t. its input is an input-dilated convolution, which XLA:CPU
-  runs through a slow generic path; here forward, backward and R1's double backward are all stride-1 GEMM
-  convolutions plus strided slices (whose gradients are cheap interior pads). Same multiply-adds as the strided
-  convolution.
-  """
-  kh, kw = w.shape[:2]
-  h, wd = x.shape[1], x.shape[2]
-  h_out, w_out = (h - kh) // stride + 1, (wd - kw) // stride + 1
-  out = None
-  for ry in range(min(stride, kh)):
-    for rx in range(min(stride, kw)):
-      wk = w[ry::stride, rx::stride]  # [n_y, n_x, I, O]
-      n_y, n_x = wk.shape[:2]
-      xs = x[:, ry: ry + stride * (h_out + n_y - 1): stride, rx: rx + stride * (w_out + n_x - 1): stride]
-      y = conv2d(xs, wk, groups=groups)  # [B, h_out, w_out, O]
-      out = y if out is None else out + y
-  return out
-
-
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, impl="auto"):
   """Convolution (correlation) of `[B, H, W, C_in]` with `w [kh, kw, C_in/groups, C_out]`, with FIR resampling.
 
   Same result as the official `conv2d_resample` reference path: upfirdn2d(up, padding) -> conv -> upfirdn2d(down),
   with the padding bookkeeping of the official code (`padding` is the conv's own, e.g. kernel_size // 2).
-  Implementation per case (all pure XLA):
-    up=2: a transposed (input-dilated) convolution at the input resolution in polyphase form
-          (`conv_transpose_polyphase`), then the FIR filter on the upsampled grid: about 2.2x fewer multiply-adds
-          than filtering first and convolving at the high resolution.
-    down=2: FIR filter at the input resolution, then a stride-2 convolution as a strided im2col matmul
-          (`conv_matmul`; grouped: `conv_strided_polyphase`; only kept outputs are computed); a 1x1 kernel
-          downsamples first.
+  Implementation per case (`impl`: the `jaxgen.ops` kernel choice):
+    up=2: a transposed (input-dilated) convolution at the input resolution (`ops.upsample_conv2d`), then the
+          FIR filter on the upsampled grid: about 2.2x fewer multiply-adds than filtering first and convolving at
+          the high resolution.
+    down=2: FIR filter at the input resolution, then a stride-2 convolution (only kept outputs are computed);
+          a 1x1 kernel downsamples first.
   """
   kh, kw = w.shape[0], w.shape[1]
   px0 = px1 = py0 = py1 = padding
@@ -453,19 +204,17 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
     py1 += (fh - down) // 2
 
   if up == 1 and down == 1:
-    return conv2d(x, w, ((py0, py1), (px0, px1)), groups)
+    return ops.conv2d(x, w, ((py0, py1), (px0, px1)), groups=groups, impl=impl)
   if down > 1 and up == 1:
     if kh == 1 and kw == 1:
       x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
-      return conv2d(x, w, groups=groups)
+      return ops.conv2d(x, w, groups=groups, impl=impl)
     x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
-    if groups == 1:
-      return conv_matmul(x, w, stride=down)
-    return conv_strided_polyphase(x, w, down, groups=groups)
+    return ops.conv2d(x, w, stride=down, groups=groups, impl=impl)
   # Upsampling. The reference inserts up-1 zeros after each pixel, pads by (p0, p1) and applies FIR and conv
   # (both valid, so their order does not matter). lhs_dilation inserts zeros only between pixels, so the
   # trailing up-1 zeros join the right padding; all padding goes on the input of the first (conv) stage.
-  x = conv_transpose_polyphase(x, w, up, padding=((py0, py1 + up - 1), (px0, px1 + up - 1)), groups=groups)
+  x = ops.upsample_conv2d(x, w, up, ((py0, py1 + up - 1), (px0, px1 + up - 1)), groups=groups, impl=impl)
   x = upfirdn2d(x, f, gain=up * up)
   if down > 1:
     x = upfirdn2d(x, f, down=down)
@@ -522,6 +271,7 @@ class EqualConv(nn.Module):
   down: int = 1
   resample_filter: Sequence[int] = DEFAULT_FILTER
   conv_clamp: Optional[float] = None
+  conv_impl: str = "auto"  # jaxgen.ops
 
   @nn.compact
   def __call__(self, x, gain=1.0):  # x: [B, H, W, C_in]
@@ -529,7 +279,7 @@ class EqualConv(nn.Module):
     w = self.param("kernel", nn.initializers.normal(1.0), (k, k, c_in, self.features))
     w = w * (1.0 / math.sqrt(c_in * k * k))
     f = setup_filter(self.resample_filter) if (self.up > 1 or self.down > 1) else None
-    x = conv2d_resample(x, w, f=f, up=self.up, down=self.down, padding=k // 2)  # [B, H', W', C_out]
+    x = conv2d_resample(x, w, f, self.up, self.down, k // 2, impl=self.conv_impl)  # [B, H', W', C_out]
     b = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
     act_gain = ACT_GAIN[self.activation] * gain
     clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -547,7 +297,7 @@ def demodulation_coefficients(weight, styles):
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=1, down=1, padding=0, resample_filter=None,
-                     fused=False):
+                     fused=False, impl="auto"):
   """Modulated convolution (StyleGAN2 Sec. 2.2): w'[b] = w * s[b] (per input channel), optionally demodulated.
 
   x [B, H, W, I], weight [kh, kw, I, O] (unscaled), styles [B, I]  ->  [B, H', W', O].
@@ -561,14 +311,15 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, down=1, padding=0
   2.2 s for the grouped form at 16x16, and 0.64 s against 4.6 s for the 16 -> 32 up-sampling layer. XLA:CPU runs
   grouped convolutions with many groups poorly, so the activation form is the default; the official code makes
   the same choice in training (`fused_modconv = not training`). On GPU/TPU the two are closer; `fused=True`
-  remains available.
+  remains available. `impl` picks the convolution kernels (`jaxgen.ops`): "native" runs the grouped form as XLA's
+  grouped convolution.
   """
   b = x.shape[0]
   kh, kw, c_in, c_out = weight.shape
   dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [B, O]
   if not fused:
     x = x * styles[:, None, None, :].astype(x.dtype)
-    x = conv2d_resample(x, weight.astype(x.dtype), f=resample_filter, up=up, down=down, padding=padding)
+    x = conv2d_resample(x, weight.astype(x.dtype), f=resample_filter, up=up, down=down, padding=padding, impl=impl)
     if demodulate:
       x = x * dcoefs[:, None, None, :].astype(x.dtype)
     return x
@@ -578,7 +329,8 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, down=1, padding=0
   w = jnp.transpose(w, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, b * c_out)  # groups along output channels
   h, wd = x.shape[1], x.shape[2]
   x = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, h, wd, b * c_in)  # [1, H, W, B*I]
-  x = conv2d_resample(x, w.astype(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=b)
+  x = conv2d_resample(x, w.astype(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=b,
+                      impl=impl)
   ho, wo = x.shape[1], x.shape[2]
   return jnp.transpose(x.reshape(ho, wo, b, c_out), (2, 0, 1, 3))  # [B, H', W', O]
 
@@ -599,6 +351,7 @@ class ModulatedConv(nn.Module):
   down: int = 1
   resample_filter: Sequence[int] = DEFAULT_FILTER
   fused: bool = False
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, styles):  # x: [B, H, W, C_in], styles: [B, C_in]
@@ -606,7 +359,8 @@ class ModulatedConv(nn.Module):
     weight = self.param("kernel", nn.initializers.normal(1.0), (k, k, x.shape[-1], self.features))
     f = setup_filter(self.resample_filter) if (self.up > 1 or self.down > 1) else None
     return modulated_conv2d(x, weight, styles, demodulate=self.demodulate, up=self.up, down=self.down,
-                            padding=k // 2, resample_filter=f, fused=self.fused)  # [B, H', W', features]
+                            padding=k // 2, resample_filter=f, fused=self.fused,
+                            impl=self.conv_impl)  # [B, H', W', features]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -631,12 +385,14 @@ class SynthesisLayer(nn.Module):
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
   noise_seed: int = 0
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, w, noise_mode="random", gain=1.0):  # x: [B, H, W, C_in], w: [B, w_dim]
     styles = EqualDense(x.shape[-1], bias_init=1.0, name="affine")(w)  # [B, C_in]
     x = ModulatedConv(self.features, self.kernel_size, demodulate=True, up=self.up,
-                      resample_filter=self.resample_filter, fused=self.fused_modconv, name="conv")(x, styles)
+                      resample_filter=self.resample_filter, fused=self.fused_modconv, conv_impl=self.conv_impl,
+                      name="conv")(x, styles)
     if self.use_noise:
       strength = self.param("noise_strength", nn.initializers.zeros, ())
       shape = (x.shape[0], self.resolution, self.resolution, 1)
@@ -661,11 +417,13 @@ class ToRGB(nn.Module):
   img_channels: int
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, w):  # x: [B, H, W, C], w: [B, w_dim]
     styles = EqualDense(x.shape[-1], bias_init=1.0, name="affine")(w) * (1.0 / math.sqrt(x.shape[-1]))
-    x = ModulatedConv(self.img_channels, 1, demodulate=False, fused=self.fused_modconv, name="conv")(x, styles)
+    x = ModulatedConv(self.img_channels, 1, demodulate=False, fused=self.fused_modconv, conv_impl=self.conv_impl,
+                      name="conv")(x, styles)
     bias = self.param("bias", nn.initializers.zeros, (self.img_channels,))
     return bias_act(x, bias, clamp=self.conv_clamp)  # [B, H, W, img_channels]
 

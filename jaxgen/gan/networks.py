@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import ops
 from jaxgen.gan import augment
 from jaxgen.gan import layers
 
@@ -56,6 +57,7 @@ class Model:
   channel_max: int = 512
   conv_clamp: Optional[float] = None  # the official fp16 configs use 256; fp32 uses None
   fused_modconv: bool = False  # grouped-conv form; False scales activations instead (faster on CPU, same result)
+  conv_impl: str = "auto"  # convolution kernels: "auto" (per backend), "native" or "matmul" (jaxgen.ops)
   d_architecture: str = "resnet"  # 'resnet' or 'orig' (the official `cifar` config uses 'orig')
   mbstd_group_size: Optional[int] = 4  # None: the whole batch is one group (TF-era pickles, e.g. ffhq.pkl)
   mbstd_num_channels: int = 1
@@ -95,6 +97,7 @@ class Model:
     if self.pl_batch_shrink < 1:
       raise ValueError("pl_batch_shrink must be >= 1.")
     augment.check_policy(self.diffaugment)
+    ops.check_impl(self.conv_impl)
 
   @property
   def num_ws(self):
@@ -154,11 +157,12 @@ class SynthesisBlock(nn.Module):
   resample_filter: Sequence[int] = layers.DEFAULT_FILTER
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, img, ws, noise_mode="random"):  # ws: [B, num_conv + 1, w_dim]
     kw = dict(resolution=self.resolution, resample_filter=self.resample_filter, conv_clamp=self.conv_clamp,
-              fused_modconv=self.fused_modconv)
+              fused_modconv=self.fused_modconv, conv_impl=self.conv_impl)
     seed = 2 * self.resolution  # distinct fixed noise per layer for noise_mode='const'
     if self.is_first:
       const = self.param("const", nn.initializers.normal(1.0), (4, 4, self.features))
@@ -172,7 +176,7 @@ class SynthesisBlock(nn.Module):
     if img is not None:
       img = layers.upsample2d(img, layers.setup_filter(self.resample_filter))
     y = layers.ToRGB(self.img_channels, conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv,
-                     name="torgb")(x, ws[:, i])
+                     conv_impl=self.conv_impl, name="torgb")(x, ws[:, i])
     img = y if img is None else img + y
     return x, img  # [B, R, R, C], [B, R, R, img_channels]
 
@@ -191,7 +195,8 @@ class SynthesisNetwork(nn.Module):
     for res in [2 ** i for i in range(2, int(math.log2(model.resolution)) + 1)]:
       num_conv = 1 if res == 4 else 2
       block = SynthesisBlock(model.channels(res), res, model.img_channels, is_first=res == 4,
-                             conv_clamp=model.conv_clamp, fused_modconv=model.fused_modconv, name=f"b{res}")
+                             conv_clamp=model.conv_clamp, fused_modconv=model.fused_modconv,
+                             conv_impl=model.conv_impl, name=f"b{res}")
       # Each block reads num_conv + 1 consecutive ws: its toRGB shares its w with the next block's first conv.
       x, img = block(x, img, ws[:, w_idx: w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
@@ -228,15 +233,17 @@ class DiscriminatorBlock(nn.Module):
   architecture: str = "resnet"
   resample_filter: Sequence[int] = layers.DEFAULT_FILTER
   conv_clamp: Optional[float] = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, img):
+    conv = functools.partial(layers.EqualConv, activation="lrelu", conv_clamp=self.conv_clamp,
+                             conv_impl=self.conv_impl)
     if self.is_first:
-      x = layers.EqualConv(self.tmp_channels, 1, activation="lrelu", conv_clamp=self.conv_clamp, name="fromrgb")(img)
-    conv = functools.partial(layers.EqualConv, activation="lrelu", conv_clamp=self.conv_clamp)
+      x = conv(self.tmp_channels, 1, name="fromrgb")(img)
     if self.architecture == "resnet":
       y = layers.EqualConv(self.out_channels, 1, use_bias=False, down=2, resample_filter=self.resample_filter,
-                           name="skip")(x, gain=math.sqrt(0.5))
+                           conv_impl=self.conv_impl, name="skip")(x, gain=math.sqrt(0.5))
       x = conv(self.tmp_channels, 3, name="conv0")(x)
       x = conv(self.out_channels, 3, down=2, resample_filter=self.resample_filter, name="conv1")(x,
                                                                                                  gain=math.sqrt(0.5))
@@ -259,15 +266,18 @@ class Discriminator(nn.Module):
     x = None
     for res in [2 ** i for i in range(int(math.log2(model.resolution)), 2, -1)]:
       x = DiscriminatorBlock(model.channels(res), model.channels(res // 2), is_first=res == model.resolution,
-                             architecture=model.d_architecture, conv_clamp=model.conv_clamp, name=f"b{res}")(x, img)
+                             architecture=model.d_architecture, conv_clamp=model.conv_clamp,
+                             conv_impl=model.conv_impl, name=f"b{res}")(x, img)
+    conv = functools.partial(layers.EqualConv, activation="lrelu", conv_clamp=model.conv_clamp,
+                             conv_impl=model.conv_impl)
     if x is None:  # resolution 4: the epilogue reads the image through a fromRGB
-      x = layers.EqualConv(model.channels(4), 1, activation="lrelu", conv_clamp=model.conv_clamp, name="fromrgb")(img)
+      x = conv(model.channels(4), 1, name="fromrgb")(img)
     # Epilogue at 4x4.
     c4 = model.channels(4)
     cmap_dim = (model.cmap_dim or c4) if model.num_classes > 0 else 0
     if model.mbstd_num_channels > 0:
       x = layers.minibatch_stddev(x, model.mbstd_group_size, model.mbstd_num_channels)
-    x = layers.EqualConv(c4, 3, activation="lrelu", conv_clamp=model.conv_clamp, name="b4_conv")(x)
+    x = conv(c4, 3, name="b4_conv")(x)
     x = layers.EqualDense(c4, activation="lrelu", name="b4_fc")(x.reshape(x.shape[0], -1))
     x = layers.EqualDense(1 if cmap_dim == 0 else cmap_dim, name="b4_out")(x)  # [B, 1 or cmap_dim]
     if cmap_dim > 0:

@@ -12,7 +12,6 @@ Residual cells (Fig. 3 of the paper), both ending in squeeze-and-excitation and 
 BatchNorm uses PyTorch momentum 0.05 (flax momentum 0.95) and eps 1e-5 as the official code (BN_EPS, momentum=0.05).
 PyTorch tracks the unbiased batch variance in its running estimate, flax the biased one: a (B*H*W)/(B*H*W-1) factor.
 """
-import functools
 import math
 from typing import Optional
 
@@ -20,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxgen import ops
 
 BN_MOMENTUM = 0.95  # flax convention: running = 0.95 running + 0.05 batch (PyTorch momentum=0.05).
 BN_EPS = 1e-5
@@ -94,102 +95,9 @@ def conv_mask(kernel_size, c_in, groups, c_out, zero_diag, mirror):
   return np.ascontiguousarray(mask.transpose(2, 3, 1, 0))  # OIHW -> HWIO
 
 
-def _all_taps(k):
-  return tuple((i, j) for i in range(k) for j in range(k))
-
-
-def _shifted_sum(xp, w, h_out, w_out, taps):
-  """sum_{(i,j) in taps} xp[:, i:i+h_out, j:j+w_out, :] * w[i, j, 0]: a depthwise correlation of the padded input
-  restricted to the kernel taps `taps` (the others are zero)."""
-  (i, j), *rest = taps
-  out = xp[:, i:i + h_out, j:j + w_out, :] * w[i, j, 0]
-  for i, j in rest:
-    out = out + xp[:, i:i + h_out, j:j + w_out, :] * w[i, j, 0]
-  return out
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def depthwise_conv_shifted(x, w, padding, taps=None):
-  """Depthwise stride-1 convolution as a sum of k*k shifted, channel-scaled copies of the input.
-
-  Same result as `lax.conv_general_dilated(..., feature_group_count=C)`. On XLA's CPU backend grouped
-  convolutions and their gradients are several times slower than this form, whose gradient is again a shifted
-  sum (input) and one variadic reduction producing all k*k kernel taps in a single pass (kernel).
-  x [B, H, W, C], w [k, k, 1, C] -> [B, H + 2p - k + 1, W + 2p - k + 1, C].
-  `taps`: a static tuple of the (i, j) kernel positions that may be non-zero (None: all). A masked
-  (autoregressive) kernel passes its live taps, and the taps after the centre cost nothing; the kernel gradient
-  is 0 at the others.
-  """
-  k = w.shape[0]
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  return _shifted_sum(xp, w, xp.shape[1] - k + 1, xp.shape[2] - k + 1, taps or _all_taps(k))
-
-
-def _depthwise_fwd(x, w, padding, taps):
-  return depthwise_conv_shifted(x, w, padding, taps), (x, w)
-
-
-def _depthwise_bwd(padding, taps, res, g):
-  x, w = res
-  k = w.shape[0]
-  taps = taps or _all_taps(k)
-  q = k - 1 - padding  # dx is the full correlation of g with the flipped kernel
-  gp = jnp.pad(g, ((0, 0), (q, q), (q, q), (0, 0)))
-  dx = _shifted_sum(gp, w[::-1, ::-1], x.shape[1], x.shape[2], tuple((k - 1 - i, k - 1 - j) for i, j in taps))
-  # Kernel taps in channel-major layout [C, B, H, W], so the reduction runs over contiguous memory: the NVAE
-  # training step measured ~12% faster on XLA:CPU than with the reduction over the leading axes of [B, H, W, C].
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).transpose(3, 0, 1, 2)
-  gt = g.transpose(3, 0, 1, 2)
-  h_out, w_out = g.shape[1], g.shape[2]
-  prods = tuple(xp[:, :, i:i + h_out, j:j + w_out] * gt for i, j in taps)
-  sums = jax.lax.reduce(prods, tuple(jnp.zeros((), g.dtype) for _ in prods),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (1, 2, 3))
-  by_tap, zero = dict(zip(taps, sums)), jnp.zeros(w.shape[-1:], g.dtype)
-  dw = jnp.stack([by_tap.get(tap, zero) for tap in _all_taps(k)]).reshape(k, k, 1, -1).astype(w.dtype)
-  return dx, dw
-
-
-depthwise_conv_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
-
-
 def live_taps(mask):
   """The (i, j) positions of an HWIO kernel mask with any non-zero entry, a static tuple."""
   return tuple((i, j) for i in range(mask.shape[0]) for j in range(mask.shape[1]) if np.any(mask[i, j]))
-
-
-def conv_taps_matmul(x, w, padding, taps):
-  """A stride-1 convolution over only the kernel taps `taps`, as one matmul of the concatenated shifted copies.
-
-  For autoregressive masks: a raster-order 3x3 kernel has 5 live taps of 9 (the centre's channel mask is not
-  all zero), so the contraction is 5 C_in instead of XLA's 9 C_in, and the kernel gradient is a plain 2-D matmul.
-  x [B, H, W, C_in], w [k, k, C_in, C_out] -> [B, H + 2p - k + 1, W + 2p - k + 1, C_out].
-  """
-  k = w.shape[0]
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  h_out, w_out = xp.shape[1] - k + 1, xp.shape[2] - k + 1
-  cols = jnp.concatenate([xp[:, i:i + h_out, j:j + w_out, :] for i, j in taps], axis=-1)  # [B, H, W, T C_in]
-  return channel_matmul(cols, jnp.concatenate([w[i, j] for i, j in taps], axis=0))
-
-
-def use_shifted_depthwise(depthwise_impl):
-  """"auto": `depthwise_conv_shifted` on CPU, lax's grouped convolution elsewhere; or "shifted" / "lax".
-
-  `depthwise_conv_shifted` has a custom VJP and no forward-mode rule: use "lax" for `jax.jvp` / `jax.jacfwd`.
-  """
-  if depthwise_impl not in ("auto", "shifted", "lax"):
-    raise ValueError(f"depthwise_impl must be 'auto', 'shifted' or 'lax', got {depthwise_impl!r}")
-  if depthwise_impl == "auto":
-    return jax.default_backend() == "cpu"
-  return depthwise_impl == "shifted"
-
-
-def channel_matmul(x, w):
-  """x [..., C] @ w [C, D] -> [..., D] (a 1x1 convolution) as one 2-D matmul over the flattened batch and space.
-
-  XLA:CPU runs the 2-D form and its weight gradient (one (N, C)^T (N, D) matmul) faster than a 1x1 convolution,
-  whose kernel gradient it computes as a slow convolution plus transposes.
-  """
-  return jnp.dot(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[-1],))
 
 
 class Conv2D(nn.Module):
@@ -211,7 +119,7 @@ class Conv2D(nn.Module):
   zero_diag: bool = False
   mirror: bool = False
   weight_init_coeff: float = 1.0
-  depthwise_impl: str = "auto"  # see `use_shifted_depthwise`
+  conv_impl: str = "auto"  # jaxgen.ops
 
   def _mask(self, c_in):  # numpy (static), or None
     if not self.masked:
@@ -233,20 +141,8 @@ class Conv2D(nn.Module):
         return jnp.log(jnp.sqrt(jnp.sum(v * v, axis=(0, 1, 2))) + 1e-2) + math.log(self.weight_init_coeff)
       log_weight_norm = self.param("log_weight_norm", init_log_norm)  # [C_out]
     w = self.effective_kernel(kernel, log_weight_norm, mask)  # [k, k, C_in/groups, C_out]
-    p = self.padding
-    taps = None if mask is None else live_taps(mask)
-    if self.groups == c_in == self.features and self.stride == 1 and use_shifted_depthwise(self.depthwise_impl):
-      y = depthwise_conv_shifted(x, w.astype(x.dtype), p, taps)
-    elif taps is not None and k > 1 and self.groups == 1 and self.stride == 1 and jax.default_backend() == "cpu":
-      y = conv_taps_matmul(x, w.astype(x.dtype), p, taps)  # masked: skip the taps the mask zeroes
-    elif k == 1 and self.groups == 1 and not p and jax.default_backend() == "cpu":
-      # 1x1: a 2-D matmul (XLA:CPU computes a 1x1 convolution's kernel gradient as a convolution plus transposes).
-      # 3x3 convolutions stay lax convolutions: as k*k shifted copies and one matmul they measured slower here.
-      y = channel_matmul(x[:, ::self.stride, ::self.stride], w[0, 0].astype(x.dtype))
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, w.astype(x.dtype), (self.stride, self.stride), [(p, p), (p, p)],
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
+    taps = None if mask is None else live_taps(mask)  # masked: the matmul forms skip the taps the mask zeroes
+    y = ops.conv2d(x, w.astype(x.dtype), self.padding, self.stride, self.groups, taps, impl=self.conv_impl)
     if self.use_bias:
       fan_in = k * k * c_in // self.groups
       y = y + self.param("bias", _torch_uniform_bias_init(fan_in), (self.features,)).astype(y.dtype)
@@ -312,19 +208,21 @@ class BNSwishConv(nn.Module):
   """BN-Swish-Conv3x3 (official `BNSwishConv`); `stride` 2 halves the resolution, -1 doubles it (nearest)."""
   features: int
   stride: int = 1
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = swish(batch_norm(train)(x))
     if self.stride == -1:
       x = upsample_nearest(x)
-    return Conv2D(self.features, 3, stride=abs(self.stride), padding=1, use_bias=True)(x)
+    return Conv2D(self.features, 3, stride=abs(self.stride), padding=1, use_bias=True, conv_impl=self.conv_impl)(x)
 
 
 class FactorizedReduce(nn.Module):
   """Skip path of down-sampling cells (official `FactorizedReduce`): Swish, then four 1x1 stride-2 convolutions
   on the four pixel phases, concatenated to C_out channels."""
   features: int
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):  # x: [B, H, W, C] -> [B, H/2, W/2, features]
@@ -334,7 +232,8 @@ class FactorizedReduce(nn.Module):
     q = self.features // 4
     phases = [x[:, 0::2, 0::2], x[:, 1::2, 1::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2]]
     sizes = [q, q, q, self.features - 3 * q]
-    return jnp.concatenate([Conv2D(c, 1, use_bias=True)(p) for c, p in zip(sizes, phases)], axis=-1)
+    return jnp.concatenate([Conv2D(c, 1, use_bias=True, conv_impl=self.conv_impl)(p) for c, p in zip(sizes, phases)],
+                           axis=-1)
 
 
 class InvertedResidual(nn.Module):
@@ -347,7 +246,7 @@ class InvertedResidual(nn.Module):
   expansion: int = 6
   stride: int = 1  # 1 or -1 (upsample)
   kernel_size: int = 5
-  depthwise_impl: str = "auto"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -355,12 +254,12 @@ class InvertedResidual(nn.Module):
       x = upsample_nearest(x)
     hidden = int(round(x.shape[-1] * self.expansion))
     x = batch_norm(train)(x)
-    x = Conv2D(hidden, 1, weight_norm=False)(x)
+    x = Conv2D(hidden, 1, weight_norm=False, conv_impl=self.conv_impl)(x)
     x = swish(batch_norm(train)(x))
     x = Conv2D(hidden, self.kernel_size, padding=(self.kernel_size - 1) // 2, groups=hidden, weight_norm=False,
-               depthwise_impl=self.depthwise_impl)(x)
+               conv_impl=self.conv_impl)(x)
     x = swish(batch_norm(train)(x))
-    x = Conv2D(self.features, 1, weight_norm=False)(x)
+    x = Conv2D(self.features, 1, weight_norm=False, conv_impl=self.conv_impl)(x)
     return batch_norm(train)(x)
 
 
@@ -377,7 +276,7 @@ class ResidualCell(nn.Module):
   resample: str = "none"
   expansion: int = 6
   use_se: bool = True
-  depthwise_impl: str = "auto"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, s, train: bool):  # s: [B, H, W, C] -> [B, H', W', features]
@@ -385,16 +284,16 @@ class ResidualCell(nn.Module):
     if self.resample == "none":
       skip = s
     elif self.resample == "down":
-      skip = FactorizedReduce(self.features)(s)
+      skip = FactorizedReduce(self.features, self.conv_impl)(s)
     else:
-      skip = Conv2D(self.features, 1)(upsample_bilinear_align_corners(s))
+      skip = Conv2D(self.features, 1, conv_impl=self.conv_impl)(upsample_bilinear_align_corners(s))
     if self.kind == "encoder":
-      x = BNSwishConv(self.features, stride)(s, train)
-      x = BNSwishConv(self.features, 1)(x, train)
+      x = BNSwishConv(self.features, stride, self.conv_impl)(s, train)
+      x = BNSwishConv(self.features, 1, self.conv_impl)(x, train)
     elif self.kind == "decoder":
       if stride == 2:
         raise ValueError("decoder cells do not down-sample")
-      x = InvertedResidual(self.features, self.expansion, stride, depthwise_impl=self.depthwise_impl)(s, train)
+      x = InvertedResidual(self.features, self.expansion, stride, conv_impl=self.conv_impl)(s, train)
     else:
       raise ValueError(f"unknown cell kind {self.kind!r}")
     if self.use_se:
@@ -405,19 +304,21 @@ class ResidualCell(nn.Module):
 class EncCombiner(nn.Module):
   """Official `EncCombinerCell`: x_enc + Conv1x1(x_dec)."""
   features: int
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x_enc, x_dec):
-    return x_enc + Conv2D(self.features, 1, use_bias=True)(x_dec)
+    return x_enc + Conv2D(self.features, 1, use_bias=True, conv_impl=self.conv_impl)(x_dec)
 
 
 class DecCombiner(nn.Module):
   """Official `DecCombinerCell`: Conv1x1([s, z])."""
   features: int
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, s, z):
-    return Conv2D(self.features, 1, use_bias=True)(jnp.concatenate([s, z], axis=-1))
+    return Conv2D(self.features, 1, use_bias=True, conv_impl=self.conv_impl)(jnp.concatenate([s, z], axis=-1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,15 +332,15 @@ class ARInvertedResidual(nn.Module):
   expansion: int = 6
   kernel_size: int = 5
   mirror: bool = False
-  depthwise_impl: str = "auto"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z):  # z: [B, H, W, n_z] -> [B, H, W, E n_z]
     hidden = int(round(z.shape[-1] * self.expansion))
-    h = Conv2D(hidden, 3, padding=1, masked=True, zero_diag=True, mirror=self.mirror)(z)
+    h = Conv2D(hidden, 3, padding=1, masked=True, zero_diag=True, mirror=self.mirror, conv_impl=self.conv_impl)(z)
     h = jax.nn.elu(h)
     h = Conv2D(hidden, self.kernel_size, padding=(self.kernel_size - 1) // 2, groups=hidden, masked=True,
-               zero_diag=False, mirror=self.mirror, depthwise_impl=self.depthwise_impl)(h)
+               zero_diag=False, mirror=self.mirror, conv_impl=self.conv_impl)(h)
     return jax.nn.elu(h)
 
 
@@ -451,11 +352,11 @@ class CellAR(nn.Module):
   order. As in the official code the cell sees only z, not the encoder features.
   """
   mirror: bool = False
-  depthwise_impl: str = "auto"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z):  # z: [B, H, W, n_z]
-    h = ARInvertedResidual(mirror=self.mirror, depthwise_impl=self.depthwise_impl)(z)
+    h = ARInvertedResidual(mirror=self.mirror, conv_impl=self.conv_impl)(z)
     mu = Conv2D(z.shape[-1], 1, use_bias=True, masked=True, zero_diag=False, mirror=self.mirror,
                 weight_init_coeff=0.1)(jax.nn.elu(h))
     return z - mu, jnp.zeros(z.shape[:1], z.dtype)  # [B, H, W, n_z], log_det [B]
@@ -463,10 +364,10 @@ class CellAR(nn.Module):
 
 class PairedCellAR(nn.Module):
   """Two `CellAR`s, the second mirrored (official `PairedCellAR`).  Returns (z', log_det [B])."""
-  depthwise_impl: str = "auto"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z):
-    z, log_det1 = CellAR(mirror=False, depthwise_impl=self.depthwise_impl)(z)
-    z, log_det2 = CellAR(mirror=True, depthwise_impl=self.depthwise_impl)(z)
+    z, log_det1 = CellAR(mirror=False, conv_impl=self.conv_impl)(z)
+    z, log_det2 = CellAR(mirror=True, conv_impl=self.conv_impl)(z)
     return z, log_det1 + log_det2

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import distributions
+from jaxgen import ops
 from jaxgen.training import family
 from jaxgen.training import figures as figures_lib
 from jaxgen.training import steps
@@ -198,9 +199,9 @@ class Model(nn.Module):
   weight_decay_norm_anneal: bool = False
   num_power_iterations: int = spectral.NUM_POWER_ITERATIONS
   report_kl_per_group: bool = True
-  # Implementation of the depthwise convolutions (same math): "auto" = shifted sums with a custom gradient on
-  # CPU (several times faster there), lax grouped convolution elsewhere; "lax" also supports forward-mode AD.
-  depthwise_impl: str = "auto"
+  # Convolution kernels (jaxgen.ops, same math): "auto" = the matmul forms on CPU (several times faster there),
+  # lax convolutions elsewhere; "native" also supports forward-mode AD (the depthwise shifted sum has a custom VJP).
+  conv_impl: str = "auto"
 
   # --- static structure ------------------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class Model(nn.Module):
           f"num_latent_scales - 1) = {factor}; change pad, num_preprocess_blocks or num_latent_scales.")
     if not 1 <= self.num_bits <= 8:
       raise ValueError(f"num_bits must be in 1..8, got {self.num_bits}")
+    ops.check_impl(self.conv_impl)
     if self.binarized and self.num_bits != 8:
       raise ValueError("binarized data uses a Bernoulli decoder; num_bits does not apply (leave it at 8)")
     if self.num_preprocess_cells < 1 or self.num_postprocess_cells < 1:
@@ -297,49 +299,50 @@ class Model(nn.Module):
   def setup(self):
     self._check_config()
     c_enc, c_dec, latent = self.num_channels_enc, self.num_channels_dec, self.num_latent_per_group
-    self.stem = cells.Conv2D(c_enc, 3, padding=1, use_bias=True)
+    self.stem = cells.Conv2D(c_enc, 3, padding=1, use_bias=True, conv_impl=self.conv_impl)
     pre, mult = [], 1
     for _ in range(self.num_preprocess_blocks):
       for c in range(self.num_preprocess_cells):
         if c == self.num_preprocess_cells - 1:
-          pre.append(cells.ResidualCell(c_enc * mult * CHANNEL_MULT, "encoder", "down", use_se=self.use_se))
+          pre.append(cells.ResidualCell(c_enc * mult * CHANNEL_MULT, "encoder", "down", use_se=self.use_se,
+                                        conv_impl=self.conv_impl))
           mult *= CHANNEL_MULT
         else:
-          pre.append(cells.ResidualCell(c_enc * mult, "encoder", "none", use_se=self.use_se))
+          pre.append(cells.ResidualCell(c_enc * mult, "encoder", "none", use_se=self.use_se, conv_impl=self.conv_impl))
     self.pre_process = pre
 
     enc_plan, mult = self._encoder_plan()
     enc_ops = []
     for kind, ch in enc_plan:
       if kind == "combiner":
-        enc_ops.append(cells.EncCombiner(ch))
+        enc_ops.append(cells.EncCombiner(ch, self.conv_impl))
       else:
         enc_ops.append(cells.ResidualCell(ch, "encoder", "down" if kind == "down" else "none",
-                                          use_se=self.use_se))
+                                          use_se=self.use_se, conv_impl=self.conv_impl))
     self.enc_tower = enc_ops
-    self.enc0 = cells.Conv2D(c_enc * mult, 1, use_bias=True)  # used as ELU-Conv-ELU
+    self.enc0 = cells.Conv2D(c_enc * mult, 1, use_bias=True, conv_impl=self.conv_impl)  # used as ELU-Conv-ELU
 
     # Per-group samplers and flows, decoder order (input channels are inferred).
     enc_sampler, dec_sampler, nf_cells = [], [], []
     for s in range(self.num_latent_scales):
       for g in range(self.groups[self.num_latent_scales - s - 1]):
-        enc_sampler.append(cells.Conv2D(2 * latent, 3, padding=1, use_bias=True))
-        nf_cells += [cells.PairedCellAR(self.depthwise_impl) for _ in range(self.num_nf)]
+        enc_sampler.append(cells.Conv2D(2 * latent, 3, padding=1, use_bias=True, conv_impl=self.conv_impl))
+        nf_cells += [cells.PairedCellAR(self.conv_impl) for _ in range(self.num_nf)]
         if not (s == 0 and g == 0):
-          dec_sampler.append(cells.Conv2D(2 * latent, 1, use_bias=True))  # used as ELU-Conv
+          dec_sampler.append(cells.Conv2D(2 * latent, 1, use_bias=True, conv_impl=self.conv_impl))  # used as ELU-Conv
     self.enc_sampler, self.dec_sampler, self.nf_cells = enc_sampler, dec_sampler, nf_cells
 
     dec_plan, mult = self._decoder_plan()
     dec_ops = []
     for kind, ch in dec_plan:
       if kind == "combiner":
-        dec_ops.append(cells.DecCombiner(ch))
+        dec_ops.append(cells.DecCombiner(ch, self.conv_impl))
       else:
         dec_ops.append(cells.ResidualCell(ch, "decoder", "up" if kind == "up" else "none", expansion=6,
-                                          use_se=self.use_se, depthwise_impl=self.depthwise_impl))
+                                          use_se=self.use_se, conv_impl=self.conv_impl))
     self.dec_tower = dec_ops
     if self._vanilla:
-      self.stem_decoder = cells.Conv2D(c_enc * mult, 1, use_bias=True)
+      self.stem_decoder = cells.Conv2D(c_enc * mult, 1, use_bias=True, conv_impl=self.conv_impl)
 
     top_channels = c_dec * CHANNEL_MULT ** self._num_downsamplings
     # Learned input of the top-down path, torch.rand init.
@@ -350,13 +353,14 @@ class Model(nn.Module):
       for c in range(self.num_postprocess_cells):
         if c == 0:
           post.append(cells.ResidualCell(c_dec * mult // CHANNEL_MULT, "decoder", "up", expansion=3,
-                                         use_se=self.use_se, depthwise_impl=self.depthwise_impl))
+                                         use_se=self.use_se, conv_impl=self.conv_impl))
           mult //= CHANNEL_MULT
         else:
           post.append(cells.ResidualCell(c_dec * mult, "decoder", "none", expansion=3, use_se=self.use_se,
-                                         depthwise_impl=self.depthwise_impl))
+                                         conv_impl=self.conv_impl))
     self.post_process = post
-    self.image_conditional = cells.Conv2D(self._num_output_params, 3, padding=1, use_bias=True)
+    self.image_conditional = cells.Conv2D(self._num_output_params, 3, padding=1, use_bias=True,
+                                          conv_impl=self.conv_impl)
     self.spectral_regularizer = spectral.SpectralRegularizer(self.num_power_iterations)
 
   # --- data ------------------------------------------------------------------------------------

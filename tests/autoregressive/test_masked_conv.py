@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import ops
 from jaxgen.autoregressive import masked_conv
 from jaxgen.autoregressive import orders
 
@@ -77,30 +78,30 @@ def _reference_jnp(x, kernel, mask, d):
 def _against_lax(x, kernel):
   ones = jnp.ones(x.shape[1:3] + (3, 3))
   results = {}
-  for d, method in itertools.product([1, 2], ["taps", "patches"]):
+  for d, method in itertools.product([1, 2], ["matmul", "native"]):
     lax_conv = lambda x, kk, d=d: jax.lax.conv_general_dilated(x, kk, (1, 1), "SAME", rhs_dilation=(d, d),
                                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    ours = lambda x, kk, d=d, method=method: masked_conv.locally_masked_conv2d(x, kk, ones, d, method)
+    ours = lambda x, kk, d=d, method=method: ops.locally_masked_conv2d(x, kk, ones, d, method)
     results[(d, method)] = (_values_and_grads(ours, x, kernel), _values_and_grads(lax_conv, x, kernel))
   return results
 
 
 def test_all_ones_masks_equal_lax_conv_values_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 6, 5, 4))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 3))  # C_out <= C_in: "matmul" takes the taps form
   for key, (ours, ref) in _against_lax(x, kernel).items():
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=str(key))
 
 
-CASES = [(1, "taps", False), (2, "taps", True), (1, "patches", True), (2, "patches", False)]
+CASES = [(1, "matmul", False), (2, "matmul", True), (1, "native", True), (2, "native", False)]
 
 
 @jax.jit
 def _against_reference(x, kernel, masks):
   results = []
   for (d, method, _), mask in zip(CASES, masks):
-    ours = lambda x, kk, d=d, method=method, mask=mask: masked_conv.locally_masked_conv2d(x, kk, mask, d, method)
+    ours = lambda x, kk, d=d, method=method, mask=mask: ops.locally_masked_conv2d(x, kk, mask, d, method)
     ref = lambda x, kk, d=d, mask=mask: _reference_jnp(x, kk, mask, d)
     results.append((_values_and_grads(ours, x, kernel), _values_and_grads(ref, x, kernel)))
   return results
@@ -109,7 +110,7 @@ def _against_reference(x, kernel, masks):
 def test_equals_per_location_masked_kernel_convolution():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
-  kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+  kernel = rng.normal(size=(3, 3, 3, 2)).astype(np.float32)  # C_out <= C_in: "matmul" takes the taps form
   masks = [(rng.random((2, 5, 6, 3, 3) if per_example else (5, 6, 3, 3)) < 0.5).astype(np.float32)
            for _, _, per_example in CASES]
   results = _against_reference(x, kernel, masks)
@@ -139,12 +140,12 @@ def test_static_masks_skip_unused_taps_exactly():
   # trace time; values and gradients still equal the per-location reference.
   rng = np.random.default_rng(5)
   x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
-  kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
-  for name, method, d in [("s_curve", "taps", 1), ("raster", "patches", 2)]:
+  kernel = rng.normal(size=(3, 3, 3, 2)).astype(np.float32)
+  for name, method, d in [("s_curve", "matmul", 1), ("raster", "native", 2)]:
     mask = masked_conv.kernel_masks(orders.build(name, 5, 6), 5, 6, 3, d, include_center=True)
     assert not mask[..., 2, :].any()
     ours = jax.jit(lambda x, kk: _values_and_grads(
-        lambda x, kk: masked_conv.locally_masked_conv2d(x, kk, mask, d, method), x, kk))(x, kernel)
+        lambda x, kk: ops.locally_masked_conv2d(x, kk, mask, d, method), x, kk))(x, kernel)
     ref = jax.jit(lambda x, kk: _values_and_grads(lambda x, kk: _reference_jnp(x, kk, jnp.asarray(mask), d), x, kk))(
         x, kernel)
     np.testing.assert_allclose(ours[0], _reference_conv(x, kernel, mask, d), rtol=1e-4, atol=1e-4)

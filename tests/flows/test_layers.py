@@ -106,11 +106,11 @@ def _edge_padded_reference(x, kernel):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("conv", [layers.conv_im2col, layers.conv_shift_add])
-def test_matmul_convolutions_equal_lax_conv_with_edge_bias(conv):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 7))
-  np.testing.assert_allclose(layers.edge_conv(x, kernel, conv), _edge_padded_reference(x, kernel), atol=1e-4)
+@pytest.mark.parametrize("impl,c_in,c_out", [("native", 3, 7), ("matmul", 3, 7), ("matmul", 8, 3)])
+def test_edge_conv_equals_lax_conv_with_a_border_channel(impl, c_in, c_out):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, c_in))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, c_in + 1, c_out))
+  np.testing.assert_allclose(layers.edge_conv(x, kernel, impl), _edge_padded_reference(x, kernel), atol=1e-4)
 
 
 def test_squeeze_matches_openai_glow_channel_order():

@@ -67,17 +67,6 @@ def test_upsample_downsample_shapes_and_dc_gain():
                              upfirdn2d_reference(xr, f, down=2, padding=(1, 1, 1, 1)), atol=1e-5)
 
 
-@pytest.mark.parametrize("k,up,pad,groups",
-                         [(3, 2, (3, 3), 1), (3, 2, (0, 1), 2), (1, 2, (1, 2), 1), (4, 3, (2, 5), 1)])
-def test_polyphase_transposed_conv_matches_dilated_conv(k, up, pad, groups):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 4))
-  w = jax.random.normal(jax.random.key(1), (k, k, 4 // groups, 6))
-  want = jax.lax.conv_general_dilated(x, w, (1, 1), (pad, pad), lhs_dilation=(up, up),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-  got = jax.jit(lambda a, b: layers.conv_transpose_polyphase(a, b, up, (pad, pad), groups=groups))(x, w)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
 def _conv_reference(x, w, pad):
   return np.asarray(jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), w, (1, 1), [(pad, pad), (pad, pad)],
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC")))
@@ -192,73 +181,3 @@ def test_minibatch_stddev_matches_direct_computation():
       grp = xn[members][..., 2 * f: 2 * f + 2]
       want = np.mean(np.sqrt(grp.var(axis=0) + 1e-8))
       np.testing.assert_allclose(y[i, :, :, 4 + f], want, rtol=1e-5)
-
-
-@pytest.mark.parametrize("k,stride,groups", [(3, 2, 1), (3, 2, 2), (4, 3, 1), (1, 2, 1)])
-def test_polyphase_strided_conv_matches_strided_conv(k, stride, groups):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 8, 4))
-  w = jax.random.normal(jax.random.key(1), (k, k, 4 // groups, 6))
-  want = jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      feature_group_count=groups)
-  got = jax.jit(lambda a, b: layers.conv_strided_polyphase(a, b, stride, groups=groups))(x, w)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def _first_and_second_order_match(ref, ours, x, w, rtol=1e-4):
-  """Values, gradients, and the R1-style gradient of a squared input-gradient norm, of `ours` against `ref`."""
-  np.testing.assert_allclose(jax.jit(ours)(x, w), ref(x, w), rtol=rtol, atol=rtol * float(jnp.abs(ref(x, w)).max()))
-  loss = lambda fn: (lambda x, w: jnp.sum(jnp.sin(fn(x, w))))
-  r1 = lambda fn: (lambda x, w: jnp.sum(jax.grad(loss(fn))(x, w) ** 2))
-  for f in (loss, r1):
-    want = jax.grad(f(ref), argnums=(0, 1))(x, w)
-    got = jax.jit(jax.grad(f(ours), argnums=(0, 1)))(x, w)
-    for a, b in zip(got, want):
-      np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(jnp.abs(b).max()))
-
-
-def _xla_conv_ref(padding, groups=1, stride=1):
-  return lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding, feature_group_count=groups,
-                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@pytest.mark.parametrize("pad,groups", [(0, 1), (1, 2), (2, 1)])
-def test_conv2d_matches_xla_first_and_second_order(pad, groups):
-  """conv2d (im2col matmul; grouped: XLA conv with a hand-written VJP) gives XLA's values and gradients, also the
-  R1-style gradient of a gradient norm."""
-  x = jax.random.normal(jax.random.key(0), (2, 6, 5, 4))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 4 // groups, 6))
-  padding = ((pad, pad), (pad, pad))
-  _first_and_second_order_match(_xla_conv_ref(padding, groups), lambda x, w: layers.conv2d(x, w, padding, groups),
-                                x, w)
-
-
-@pytest.mark.parametrize("padding", [((1, 1), (1, 1)), ((0, 0), (2, 0)), ((2, 0), (0, 2))])
-def test_winograd_conv_matches_xla_first_and_second_order(padding):
-  """F(2x2, 3x3) Winograd equals the direct convolution to float round-off, with its gradients and R1's."""
-  x = jax.random.normal(jax.random.key(0), (2, 6, 8, 5))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 5, 7))
-  _first_and_second_order_match(_xla_conv_ref(padding), lambda x, w: layers.conv3x3_winograd(x, w, padding), x, w)
-
-
-def test_conv2d_dispatches_to_winograd_on_large_batches(monkeypatch):
-  """conv2d takes the Winograd path for 3x3 kernels with enough output tiles (and gives the same result)."""
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-  padding = ((1, 1), (1, 1))
-  calls = []
-  monkeypatch.setattr(layers, "conv3x3_winograd", lambda *a: calls.append(1) or layers.conv_matmul(*a))
-  monkeypatch.setattr(layers, "WINOGRAD_MIN_TILES", 32)  # 2 * 4 * 4 tiles
-  layers.conv2d(x, w, padding)
-  assert calls == [1]
-  monkeypatch.setattr(layers, "WINOGRAD_MIN_TILES", 33)
-  layers.conv2d(x, w, padding)
-  assert calls == [1]
-
-
-@pytest.mark.parametrize("k,stride,pad", [(3, 2, 0), (3, 1, 1), (1, 2, 0), (4, 3, 1)])
-def test_conv_matmul_matches_strided_conv(k, stride, pad):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 8, 4))
-  w = jax.random.normal(jax.random.key(1), (k, k, 4, 6))
-  padding = ((pad, pad), (pad, pad))
-  _first_and_second_order_match(_xla_conv_ref(padding, stride=stride),
-                                lambda x, w: layers.conv_matmul(x, w, padding, stride), x, w)

@@ -1,4 +1,5 @@
 """StyleGAN2 networks, sampling, figures helpers and the projector on the tiny model; the official sizes."""
+import dataclasses
 import functools
 
 import jax
@@ -11,6 +12,7 @@ from jaxgen.gan import layers
 from jaxgen.gan import networks
 from jaxgen.gan import stylegan2 as sg
 from jaxgen.gan import training
+from jaxgen.ops import matmul
 from tests.gan.conftest import init
 
 
@@ -109,7 +111,7 @@ def test_noise_regularization_is_small_for_white_noise_and_large_for_smooth_maps
   assert float(sg.noise_regularization(smooth)) > 0.8
 
 
-def _xla_conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
+def _xla_conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, impl=None):
   """The official reference path with XLA's convolution: upfirdn2d(up, pad) -> conv -> upfirdn2d(down)."""
   p0 = p1 = padding
   if up > 1:
@@ -124,9 +126,12 @@ def _xla_conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
 
 
 def test_whole_model_gradients_match_xla_convolutions(monkeypatch):
-  """G loss, D loss and R1 (a double backward) gradients of the whole model, computed with jaxgen's convolutions
+  """G loss, D loss and R1 (a double backward) gradients of the whole model, computed with the matmul convolutions
   (im2col, polyphase, and Winograd: batch 32 at 8x8 has 512 tiles), equal those with XLA's convolution."""
-  model = sg.tiny()
+  model = dataclasses.replace(sg.tiny(), conv_impl="matmul")
+  # The tiny model's 16 channels would take XLA's own convolution and skip Winograd: use the matmul forms.
+  monkeypatch.setattr(matmul, "XLA_CONV_CHANNELS", (0, 0))
+  monkeypatch.setattr(matmul, "WINOGRAD_MIN_CHANNEL_PAIRS", 0)
   b = 32
   state = init(model, b)
   real = networks.to_float(jax.random.randint(jax.random.key(1), (b, 8, 8, 3), 0, 256).astype(jnp.uint8))
@@ -140,8 +145,8 @@ def test_whole_model_gradients_match_xla_convolutions(monkeypatch):
     return jnp.mean(jax.nn.softplus(-d_fn(fake))) + jnp.mean(jax.nn.softplus(-d_fn(real))) + jnp.mean(r1)
 
   winograd_calls = []
-  wino = layers.conv3x3_winograd
-  monkeypatch.setattr(layers, "conv3x3_winograd", lambda *a, **k: winograd_calls.append(1) or wino(*a, **k))
+  wino = matmul.conv3x3_winograd
+  monkeypatch.setattr(matmul, "conv3x3_winograd", lambda *a, **k: winograd_calls.append(1) or wino(*a, **k))
   got = jax.jit(jax.grad(losses, argnums=(0, 1)))(state["params"]["generator"], state["params"]["discriminator"])
   assert winograd_calls  # the large-batch path was exercised
   monkeypatch.setattr(layers, "conv2d_resample", _xla_conv2d_resample)

@@ -19,8 +19,8 @@ _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_le
 @functools.lru_cache(maxsize=None)
 def _flow_setup(mirror):
   z = jax.random.normal(jax.random.key(4), (1, 3, 3, 4))  # 36 dims
-  # jacfwd needs forward-mode AD: lax's grouped convolution (the CPU default has a custom VJP only).
-  layer = cells.CellAR(mirror, "lax") if mirror is not None else cells.PairedCellAR("lax")
+  # jacfwd needs forward-mode AD: the native kernels (the CPU depthwise form has a custom VJP only).
+  layer = cells.CellAR(mirror, "native") if mirror is not None else cells.PairedCellAR("native")
   params = _jit(layer.init)(jax.random.key(5, impl="rbg"), z)["params"]
   # Perturb every parameter (and raise the weight norms) so the checks do not pass on a near-identity map.
   leaves, tree = jax.tree.flatten_with_path(params)
@@ -60,7 +60,7 @@ def test_paired_flow_log_det_matches_jacfwd():
   np.testing.assert_allclose(log_det[0], np.linalg.slogdet(jac)[1], atol=1e-4)
   assert np.abs(z_out - z).max() > 1e-2  # it is not the identity
   # The CPU default implementation (shifted depthwise sums, custom VJP) gives the same map and Jacobian.
-  shifted = cells.PairedCellAR("shifted")
+  shifted = cells.PairedCellAR("matmul")
   fwd = lambda v: shifted.apply({"params": params}, v.reshape(z.shape))[0].reshape(-1)
   np.testing.assert_allclose(_jit(jax.jacrev(fwd))(z.reshape(-1)), jac, atol=1e-5)
 
@@ -77,23 +77,6 @@ def test_conv_mask_matches_official_layout():
 
 
 # --- convolutions ----------------------------------------------------------------------------------
-
-
-def test_depthwise_shifted_conv_equals_grouped_conv():
-  noise = np.random.RandomState(9)
-  x = jnp.asarray(noise.standard_normal((2, 5, 6, 4)), jnp.float32)
-  w = jnp.asarray(noise.standard_normal((5, 5, 1, 4)), jnp.float32)
-  ref = jax.lax.conv_general_dilated(x, w, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     feature_group_count=4)
-  np.testing.assert_allclose(cells.depthwise_conv_shifted(x, w, 2), ref, atol=1e-5)
-  # The custom gradient equals the grouped convolution's.
-  loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))
-  grads = jax.grad(loss(lambda x, w: cells.depthwise_conv_shifted(x, w, 2)), argnums=(0, 1))(x, w)
-  ref_grads = jax.grad(loss(lambda x, w: jax.lax.conv_general_dilated(
-      x, w, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4)),
-                       argnums=(0, 1))(x, w)
-  for got, ref in zip(grads, ref_grads):
-    np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 def test_masked_convs_skipping_dead_taps_equal_lax_convolution_and_gradients():
