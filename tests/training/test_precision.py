@@ -77,8 +77,9 @@ def test_matmul_precision_is_in_effect_when_the_steps_are_traced(precision, expe
   s = trainer.setup(_config("realnvp_quickstart", matmul_precision=precision))
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((s.config.batch_size,) + x.shape[1:], x.dtype,
                                                       sharding=s.batch_sharding), s.input.init_batch())
-  for step in (s.train_step, s.eval_step):
-    text = step.lower(s.abstract_state, batch, jax.random.key(0)).as_text()
+  mask = {"mask": jax.ShapeDtypeStruct((s.config.batch_size,), jnp.float32, sharding=s.batch_sharding)}
+  for step, step_batch in ((s.train_step, batch), (s.eval_step, batch | mask)):
+    text = step.lower(s.abstract_state, step_batch, jax.random.key(0)).as_text()
     assert "dot_general" in text
     found = {p for p in ("HIGHEST", "HIGH,") if f"precision = [{p}" in text}
     assert found == ({expected} if expected else set()), (precision, found)
