@@ -26,12 +26,11 @@ def _flat(eps):
   return jnp.concatenate([e.reshape(e.shape[0], -1) for e in eps], axis=-1)
 
 
-@pytest.mark.parametrize("permutation, coupling, num_classes, dtype", [
-    ("conv", "affine", 0, jnp.float32), ("conv_lu", "additive", 3, jnp.float32), ("shuffle", "affine", 0, jnp.float32),
-    ("conv", "affine", 0, jnp.bfloat16)])  # bfloat16 coupling networks: the flow and its log-det stay exact
-def test_glow_is_a_bijection_with_the_jacobian_log_det(permutation, coupling, num_classes, dtype):
+@pytest.mark.parametrize("permutation, coupling, num_classes", [
+    ("conv", "affine", 0), ("conv_lu", "additive", 3), ("shuffle", "affine", 0)])
+def test_glow_is_a_bijection_with_the_jacobian_log_det(permutation, coupling, num_classes):
   model = glow.Model(image_shape=(4, 4, 2), levels=2, depth=2, hidden_channels=8, permutation=permutation,
-                     coupling=coupling, num_classes=num_classes, dtype=dtype)
+                     coupling=coupling, num_classes=num_classes)
   images = _images((4, 4, 2))
   labels = jnp.array([0, 1, 2, 1]) if num_classes else None
   variables = _init(model, images, labels=labels)
