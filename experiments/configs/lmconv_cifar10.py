@@ -28,6 +28,7 @@ from jaxgen.autoregressive import orders
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "cifar10"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.batch_size, config.total_steps = 32, 500 * 1563  # -b 32; 500 epochs of 50k images

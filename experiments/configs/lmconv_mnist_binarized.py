@@ -21,6 +21,7 @@ from jaxgen.autoregressive import orders
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "mnist"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.binarize = "dynamic"  # Bernoulli(x / 255), redrawn at every read (official --binarize)

@@ -17,6 +17,7 @@ from jaxgen.autoregressive import orders
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "digits"  # 10k train / 2k test real MNIST digits shipped with jaxgen
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir (None: TFDS default)
   config.batch_size, config.total_steps = 16, 600

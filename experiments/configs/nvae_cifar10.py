@@ -29,6 +29,7 @@ STEPS_PER_EPOCH = 195  # 50k images / (8 GPUs x 32)
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "cifar10"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.batch_size, config.total_steps = 256, 400 * STEPS_PER_EPOCH  # official: 8 GPUs x 32, 400 epochs

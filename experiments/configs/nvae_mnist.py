@@ -23,6 +23,7 @@ STEPS_PER_EPOCH = 150  # 60k images / (2 GPUs x 200)
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "mnist"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.binarize = "dynamic"  # official datasets.py `Binarize`: Bernoulli(x / 255) at every read, train and test

@@ -15,6 +15,7 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "digits"  # 10k train / 2k test real MNIST digits shipped with jaxgen
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.binarize = "dynamic"  # official datasets.py `Binarize`: Bernoulli(x / 255) at every read

@@ -26,6 +26,7 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "cifar10"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.batch_size, config.total_steps = 64, 1_562_500  # kimg=100000

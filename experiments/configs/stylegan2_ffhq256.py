@@ -18,6 +18,7 @@ import ml_collections
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "folder:ffhq256"  # what experiments.prepare_data wrote (--dest)
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.batch_size, config.total_steps = 64, 390_625  # kimg=25000

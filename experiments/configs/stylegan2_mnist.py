@@ -19,6 +19,7 @@ from experiments.configs import stylegan2_quickstart
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.compute_dtype, config.matmul_precision = "float32", "default"  # README, "Precision"
   config.dataset = "mnist"  # TFDS name
   config.data_dir = ml_collections.config_dict.placeholder(str)  # passed to TFDS (None: its default)
   config.batch_size, config.total_steps = 32, 200_000  # 6.4M images

@@ -27,6 +27,7 @@ uses. Any other order (random permutations, per-example completion orders) build
 """
 import functools
 import logging
+from typing import Any
 from typing import Sequence
 
 from flax import linen as nn
@@ -58,19 +59,20 @@ def pono(x, eps=1e-5):
   Matches the official `pono` (torch `x.var(dim=1)` is the unbiased variance). It acts per location, so it
   preserves the autoregressive masks.
   """
-  mean = x.mean(axis=-1, keepdims=True)
-  var = x.var(axis=-1, keepdims=True, ddof=1)
-  return (x - mean) * jax.lax.rsqrt(var + eps)
+  x32 = x.astype(jnp.float32)  # statistics in float32 whatever the activations' dtype; the result in x's
+  mean = x32.mean(axis=-1, keepdims=True)
+  var = x32.var(axis=-1, keepdims=True, ddof=1)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 class Nin(nn.Module):
-  """1x1 convolution ("network in network", the official `nin`), PyTorch's default initialisation."""
+  """1x1 convolution ("network in network", the official `nin`), PyTorch's default initialisation; in x's dtype."""
   features: int
 
   @nn.compact
   def __call__(self, x):  # [..., C_in] -> [..., features]
     return nn.Dense(self.features, kernel_init=masked_conv.TORCH_KERNEL_INIT,
-                    bias_init=masked_conv.torch_bias_init(x.shape[-1]))(x)
+                    bias_init=masked_conv.torch_bias_init(x.shape[-1]), dtype=x.dtype)(x)
 
 
 class GatedResnet(nn.Module):
@@ -122,6 +124,8 @@ class Model(nn.Module):
     remat: recompute each gated resnet in the backward pass instead of storing its activations (the
       official `--rematerialize`); saves memory, costs about one more forward pass.
     conv_impl: how the locally masked convolutions run, "auto" (per backend), "native" or "matmul" (`jaxgen.ops`).
+    dtype: compute dtype of the network (config.compute_dtype); its output, the logistic mixture (or Bernoulli)
+      likelihood and the order ensembles' log-sum-exp are float32, as are PONO's statistics.
   """
   image_shape: Sequence[int] = (32, 32, 3)
   likelihood: str = "dmol"
@@ -137,6 +141,7 @@ class Model(nn.Module):
   num_bits: int = 8
   remat: bool = False
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   def __post_init__(self):
     # Configs hand lists; tuples keep the module hashable (usable as a static jit argument).
@@ -166,7 +171,8 @@ class Model(nn.Module):
   def network(self, v, masks, train=False, tap_perm=None):
     """Distribution parameters at every pixel.  v: [B, H, W, C] in [-1, 1]; masks: (first, later, dilated)
     each [(B,) H, W, k, k]; tap_perm: optional [k*k] permutation of every kernel's taps.
-    Returns [B, H, W, P], P = DMOL parameters or Bernoulli logits."""
+    Returns float32 [B, H, W, P], P = DMOL parameters or Bernoulli logits; computed in `dtype`."""
+    v = v.astype(self.dtype)
     mask_first, mask_later, mask_dilated = masks
     f, k = self.nr_filters, self.kernel_size
     norm = pono if self.normalization == "pono" else (lambda t: t)
@@ -194,7 +200,7 @@ class Model(nn.Module):
       if block < 2:
         u = norm(conv(f, dilation=self.max_dilation, name=f"down_{block}_dilated")(u, mask_dilated, tap_perm))
     assert not skips
-    return Nin(self._num_outputs(), name="nin_out")(jax.nn.elu(u))  # [B, H, W, P]
+    return Nin(self._num_outputs(), name="nin_out")(jax.nn.elu(u)).astype(jnp.float32)  # [B, H, W, P]
 
   def __call__(self, images, labels=None, *, train=False, step=None):
     """Same as `losses` (so `Model.init(rngs, images, train=False)` creates every parameter)."""

@@ -11,6 +11,7 @@ Steps within a level run under `nn.scan` (compile time does not grow with depth)
 """
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,16 +28,17 @@ DEQUANT_MIDPOINT = "midpoint"
 
 
 class FlowStep(nn.Module):
-  """One step of flow (Glow, Fig. 2a): ActNorm -> permutation -> coupling."""
+  """One step of flow (Glow, Fig. 2a): ActNorm -> permutation -> coupling (its network in `dtype`)."""
   hidden_channels: int = 512
   coupling: str = "affine"
   permutation: str = "conv"
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   def setup(self):
     self.actnorm = layers.ActNorm()
     self.permute = layers.PERMUTATIONS[self.permutation]()
-    self.couple = layers.COUPLINGS[self.coupling](self.hidden_channels, self.conv_impl)
+    self.couple = layers.COUPLINGS[self.coupling](self.hidden_channels, self.conv_impl, self.dtype)
 
   def forward_and_log_det(self, x):
     log_det = 0.0
@@ -70,9 +72,10 @@ class FlowSteps(nn.Module):
   remat: bool = False
   unroll: int | bool = 1
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   def setup(self):
-    self.step = FlowStep(self.hidden_channels, self.coupling, self.permutation, self.conv_impl)
+    self.step = FlowStep(self.hidden_channels, self.coupling, self.permutation, self.conv_impl, self.dtype)
 
   def _run(self, method, x, reverse):
     scan = nn.scan(_scan_body(method, self.remat), variable_axes={"params": 0, "constants": 0},
@@ -116,6 +119,8 @@ class Model(nn.Module):
       compile time flat in depth (paper size compiles in seconds); on CPU, where XLA's loops copy each step's
       saved activations, unrolling trains ~1.3x faster at the cost of compile time growing with depth.
     conv_impl: how convolutions run, "auto" (per backend), "native" or "matmul" (`jaxgen.ops`).
+    dtype: compute dtype of the coupling networks (config.compute_dtype); the flow itself, its log-determinants
+      and the priors stay float32 (see `layers`).
   """
   image_shape: Sequence[int] = (32, 32, 3)
   levels: int = 3
@@ -130,6 +135,7 @@ class Model(nn.Module):
   remat: bool = False
   unroll: int | bool = 1
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   def setup(self):
     _check_image_shape(self.image_shape, self.levels)
@@ -141,7 +147,7 @@ class Model(nn.Module):
     if not 1 <= self.num_bits <= 8:
       raise ValueError(f"num_bits must be in 1..8, got {self.num_bits}.")
     self.steps = [FlowSteps(self.depth, self.hidden_channels, self.coupling, self.permutation, self.remat,
-                            self.unroll, self.conv_impl)
+                            self.unroll, self.conv_impl, self.dtype)
                   for _ in range(self.levels)]
     self.splits = [layers.SplitPrior(self.conv_impl) for _ in range(self.levels - 1)]
     c_top = self.top_shape[-1]

@@ -6,9 +6,14 @@ Every layer maps `[B, H, W, C]` to `[B, H', W', C']` and exposes
 Initialise a layer with `forward_and_log_det` on a data batch: ActNorm sets its parameters from that batch
 (data-dependent init). Parameters that are fixed at init but not trained (the LU permutation, sign(s), the shuffle
 indices) live in the `"constants"` collection, which the trainer carries beside `"params"`.
+Precision: the couplings' networks compute in their `dtype` (bfloat16 under config.compute_dtype="bfloat16") and
+hand shift and log-scale back in float32; the flow's variables, every log-determinant, ActNorm (and its init
+statistics), the 1x1 convolutions and the split priors stay float32, so a flow is as invertible, and its log_det
+as exact, in either dtype.
 Defaults follow openai/glow (`model.py`, `tfops.py`).
 """
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -63,11 +68,13 @@ class ActNorm(nn.Module):
   @nn.compact
   def _bias_and_log_scale(self, x):
     # The initialisers read the batch this layer first sees, so `init` on a data batch is the DDI (works under jit).
+    x32 = x.astype(jnp.float32)  # the statistics in float32 whatever the activations' dtype
+
     def init_bias(rng, shape):
-      return -jnp.mean(x, axis=(0, 1, 2))
+      return -jnp.mean(x32, axis=(0, 1, 2))
 
     def init_log_scale(rng, shape):
-      centred = x - jnp.mean(x, axis=(0, 1, 2))
+      centred = x32 - jnp.mean(x32, axis=(0, 1, 2))
       std = jnp.sqrt(jnp.mean(jnp.square(centred), axis=(0, 1, 2)))
       return jnp.log(self.scale / (std + 1e-6)) / LOG_SCALE_FACTOR
 
@@ -76,9 +83,9 @@ class ActNorm(nn.Module):
     log_scale = self.param("log_scale", init_log_scale, (channels,)) * LOG_SCALE_FACTOR
     return bias, log_scale
 
-  def __call__(self, x):  # plain normalisation, used inside coupling networks
+  def __call__(self, x):  # plain normalisation, used inside coupling networks; keeps x's dtype
     bias, log_scale = self._bias_and_log_scale(x)
-    return (x + expand(bias, x.shape)) * expand(jnp.exp(log_scale), x.shape)
+    return (x + expand(bias.astype(x.dtype), x.shape)) * expand(jnp.exp(log_scale).astype(x.dtype), x.shape)
 
   def forward_and_log_det(self, x):
     y = self(x)
@@ -192,20 +199,26 @@ def _border_map(height, width, kernel):
   k = kernel.shape[0]
   border = _border(height, width, k)[0, :, :, 0]  # numpy [H+k-1, W+k-1]
   taps = np.stack([border[i:i + height, j:j + width].reshape(-1) for i in range(k) for j in range(k)], -1)
-  return jnp.dot(jnp.asarray(taps), kernel.reshape(k * k, -1)).reshape(1, height, width, -1)
+  return jnp.dot(jnp.asarray(taps, kernel.dtype), kernel.reshape(k * k, -1)).reshape(1, height, width, -1)
 
 
 class Conv(nn.Module):
-  """Glow's hidden convolution (`tfops.conv2d`): edge-biased 'SAME', N(0, 0.05) weights, no bias, then ActNorm."""
+  """Glow's hidden convolution (`tfops.conv2d`): edge-biased 'SAME', N(0, 0.05) weights, no bias, then ActNorm.
+
+  Computes in `dtype` (float32 parameters cast to it); returns `dtype`.
+  """
   features: int
   kernel_size: int = 3
   conv_impl: str = "auto"  # jaxgen.ops
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.normal(0.05), (k, k, x.shape[-1] + (k > 1), self.features))
-    conv = lambda w: ops.conv2d(x, w, impl=self.conv_impl) if k == 1 else edge_conv(x, w, self.conv_impl)
+    x = x.astype(self.dtype)
+    conv = lambda w: (ops.conv2d(x, w.astype(self.dtype), impl=self.conv_impl) if k == 1
+                      else edge_conv(x, w.astype(self.dtype), self.conv_impl))
     actnorm = ActNorm(name="actnorm")
     if self.is_initializing():  # data-dependent init needs the convolution's output
       return actnorm(conv(kernel))
@@ -213,18 +226,20 @@ class Conv(nn.Module):
     # the activations forward and backward. The zeros only give the parameter shapes (initialisers don't run here).
     bias, log_scale = actnorm._bias_and_log_scale(jnp.zeros((1, 1, 1, self.features), x.dtype))
     scale = jnp.exp(log_scale)
-    y = conv(kernel * scale)
-    return y + expand(bias * scale, y.shape)
+    y = conv(kernel * scale)  # folded in float32, then cast
+    return y + expand((bias * scale).astype(y.dtype), y.shape)
 
 
 class ZeroConv(nn.Module):
   """Zero-initialised edge-biased convolution with a learned per-channel output scale (`tfops.conv2d_zeros`).
 
   y = (conv(x) + b) * exp(3 * logs);  everything starts at zero, so the layer's output starts at zero.
+  The convolution computes in `dtype`; bias and scale apply in float32, and the output is float32.
   """
   features: int
   kernel_size: int = 3
   conv_impl: str = "auto"  # jaxgen.ops
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -232,22 +247,28 @@ class ZeroConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.zeros, (k, k, x.shape[-1] + (k > 1), self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     logs = self.param("logs", nn.initializers.zeros, (self.features,))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     y = ops.conv2d(x, kernel, impl=self.conv_impl) if k == 1 else edge_conv(x, kernel, self.conv_impl)
+    y = y.astype(jnp.float32)
     return (y + expand(bias, y.shape)) * expand(jnp.exp(logs * LOG_SCALE_FACTOR), y.shape)
 
 
 class CouplingNet(nn.Module):
-  """openai/glow's `f`: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3 (hidden convs with ActNorm)."""
+  """openai/glow's `f`: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3 (hidden convs with ActNorm).
+
+  Activations in `dtype`; the output in float32.
+  """
   hidden_channels: int
   out_channels: int
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):  # [B, H, W, C_in] -> [B, H, W, out_channels]
-    h = nn.relu(Conv(self.hidden_channels, 3, self.conv_impl, name="conv_in")(x))
-    h = nn.relu(Conv(self.hidden_channels, 1, self.conv_impl, name="conv_hidden")(h))
+  def __call__(self, x):  # [B, H, W, C_in] -> float32 [B, H, W, out_channels]
+    h = nn.relu(Conv(self.hidden_channels, 3, self.conv_impl, self.dtype, name="conv_in")(x))
+    h = nn.relu(Conv(self.hidden_channels, 1, self.conv_impl, self.dtype, name="conv_hidden")(h))
     # Zero-init last layer: the coupling starts as the identity (additive) or a fixed 0.88 scale (affine).
-    return ZeroConv(self.out_channels, 3, self.conv_impl, name="conv_out")(h)
+    return ZeroConv(self.out_channels, 3, self.conv_impl, self.dtype, name="conv_out")(h)
 
 
 class AffineCoupling(nn.Module):
@@ -255,14 +276,16 @@ class AffineCoupling(nn.Module):
 
   x = [x_a, x_b];  h = NN(x_a);  shift = h[..., 0::2];  scale = sigmoid(h[..., 1::2] + 2)
   y_a = x_a;  y_b = (x_b + shift) * scale;  log|det J| = sum(log scale).
-  The sigmoid keeps scale in (0, 1), which openai/glow uses instead of exp for stability.
+  The sigmoid keeps scale in (0, 1), which openai/glow uses instead of exp for stability. NN computes in `dtype`;
+  shift, scale and the log-det are float32.
   """
   hidden_channels: int = 512
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def _shift_and_log_scale(self, x_a):
-    h = CouplingNet(self.hidden_channels, 2 * x_a.shape[-1], self.conv_impl, name="net")(x_a)
+    h = CouplingNet(self.hidden_channels, 2 * x_a.shape[-1], self.conv_impl, self.dtype, name="net")(x_a)
     return h[..., 0::2], jax.nn.log_sigmoid(h[..., 1::2] + 2.0)
 
   def forward_and_log_det(self, x):
@@ -279,13 +302,14 @@ class AffineCoupling(nn.Module):
 
 
 class AdditiveCoupling(nn.Module):
-  """Additive coupling (NICE; Glow `--flow_coupling 0`).  y_b = x_b + NN(x_a);  log|det J| = 0."""
+  """Additive coupling (NICE; Glow `--flow_coupling 0`).  y_b = x_b + NN(x_a);  log|det J| = 0.  NN in `dtype`."""
   hidden_channels: int = 512
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def _shift(self, x_a):
-    return CouplingNet(self.hidden_channels, x_a.shape[-1], self.conv_impl, name="net")(x_a)
+    return CouplingNet(self.hidden_channels, x_a.shape[-1], self.conv_impl, self.dtype, name="net")(x_a)
 
   def forward_and_log_det(self, x):
     x_a, x_b = jnp.split(x, 2, axis=-1)

@@ -12,6 +12,7 @@ likelihood families' shared `family.LIKELIHOOD`. Glow (jaxgen.flows.glow) adds A
 learned split priors to the same skeleton.
 """
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,19 +24,21 @@ from jaxgen.training import family
 
 
 class Model(nn.Module):
-  """RealNVP-style flow: image_shape (H, W, C) with H, W divisible by 2**levels; `depth` couplings per level."""
+  """RealNVP-style flow: image_shape (H, W, C) with H, W divisible by 2**levels; `depth` couplings per level.
+  dtype: compute dtype of the coupling networks (config.compute_dtype); the flow and its log-det stay float32."""
   image_shape: Sequence[int] = (28, 28, 1)
   levels: int = 2
   depth: int = 4
   hidden_channels: int = 64
+  dtype: Any = jnp.float32
 
   def setup(self):
     h, w, _ = self.image_shape
     if h % 2**self.levels or w % 2**self.levels:
       raise ValueError(f"image_shape {tuple(self.image_shape)} needs height and width divisible by 2**levels = "
                        f"{2**self.levels}; lower config.model.levels.")
-    self.couplings = [[(layers.ActNorm(), layers.AffineCoupling(self.hidden_channels)) for _ in range(self.depth)]
-                      for _ in range(self.levels)]
+    self.couplings = [[(layers.ActNorm(), layers.AffineCoupling(self.hidden_channels, self.dtype))
+                       for _ in range(self.depth)] for _ in range(self.levels)]
 
   def forward_and_log_det(self, x):
     """x [B, H, W, C] in [-1/2, 1/2) -> (eps: one array per level, log_det [B])."""

@@ -251,7 +251,7 @@ class EqualDense(nn.Module):
     fan_in = x.shape[-1]
     w = self.param("kernel", _normal_init(self.lr_multiplier), (fan_in, self.features))
     weight_gain = self.lr_multiplier / math.sqrt(fan_in)
-    x = x @ (w * weight_gain)  # [B, F]
+    x = x @ (w * weight_gain).astype(x.dtype)  # [B, F], in x's dtype
     b = None
     if self.use_bias:
       b = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,)) * self.lr_multiplier
@@ -277,7 +277,7 @@ class EqualConv(nn.Module):
   def __call__(self, x, gain=1.0):  # x: [B, H, W, C_in]
     c_in, k = x.shape[-1], self.kernel_size
     w = self.param("kernel", nn.initializers.normal(1.0), (k, k, c_in, self.features))
-    w = w * (1.0 / math.sqrt(c_in * k * k))
+    w = (w * (1.0 / math.sqrt(c_in * k * k))).astype(x.dtype)  # computes in x's dtype
     f = setup_filter(self.resample_filter) if (self.up > 1 or self.down > 1) else None
     x = conv2d_resample(x, w, f, self.up, self.down, k // 2, impl=self.conv_impl)  # [B, H', W', C_out]
     b = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
@@ -402,9 +402,9 @@ class SynthesisLayer(nn.Module):
       else:
         const = draw_const() if noise_mode == "const" else None
       if noise_mode == "random":
-        x = x + jax.random.normal(self.make_rng("noise"), shape, x.dtype) * strength
+        x = x + jax.random.normal(self.make_rng("noise"), shape, x.dtype) * strength.astype(x.dtype)
       elif noise_mode == "const":
-        x = x + const[None, :, :, None].astype(x.dtype) * strength
+        x = x + const[None, :, :, None].astype(x.dtype) * strength.astype(x.dtype)
       elif noise_mode != "none":
         raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}.")
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
@@ -436,16 +436,17 @@ def minibatch_stddev(x, group_size=4, num_channels=1):
   """
   b, h, w, c = x.shape
   g = min(group_size, b) if group_size is not None else b
+  dtype, x32 = x.dtype, x.astype(jnp.float32)  # the statistic in float32 whatever the activations' dtype
   if b % g:
     raise ValueError(f"minibatch_stddev: batch {b} is not divisible by the group size {g}; "
                      f"pick a batch size that is a multiple of mbstd_group_size.")
   f = num_channels
-  y = x.reshape(g, b // g, h, w, f, c // f)  # [G, n, H, W, F, c]
+  y = x32.reshape(g, b // g, h, w, f, c // f)  # [G, n, H, W, F, c]
   y = y - y.mean(axis=0)
   y = jnp.sqrt(jnp.square(y).mean(axis=0) + 1e-8)  # [n, H, W, F, c]
   y = y.mean(axis=(1, 2, 4))  # [n, F]
   y = jnp.tile(y, (g, 1))[:, None, None, :]  # [B, 1, 1, F]
-  y = jnp.broadcast_to(y, (b, h, w, f)).astype(x.dtype)
+  y = jnp.broadcast_to(y, (b, h, w, f)).astype(dtype)
   return jnp.concatenate([x, y], axis=-1)  # [B, H, W, C+F]
 
 

@@ -14,6 +14,7 @@ the steps the losses and the EMA, the family the image shape. `jaxgen.gan.styleg
 import dataclasses
 import functools
 import math
+from typing import Any
 from typing import Optional
 from typing import Sequence
 
@@ -43,6 +44,10 @@ class Model:
 
   Channels at resolution r: min(channel_base // r, channel_max). The generator's EMA has a half-life of ema_kimg
   thousand images, ramped up as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup is set.
+
+  dtype (config.compute_dtype, not a config.model key): the synthesis network's and the discriminator's activations
+  and convolutions; the mapping networks, styles, demodulation, minibatch-stddev statistics, the images G returns,
+  D's logits, and so the losses, R1 and path-length norms, are float32.
   """
   image_shape: Sequence[int] = (32, 32, 3)
   resolution: Optional[int] = None  # derived from image_shape
@@ -77,6 +82,7 @@ class Model:
   # Generator EMA.
   ema_kimg: float = 10.0
   ema_rampup: Optional[float] = None
+  dtype: Any = jnp.float32
 
   def __post_init__(self):
     r = self.resolution
@@ -158,6 +164,7 @@ class SynthesisBlock(nn.Module):
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32  # of the activations (the learned constant is cast to it)
 
   @nn.compact
   def __call__(self, x, img, ws, noise_mode="random"):  # ws: [B, num_conv + 1, w_dim]
@@ -166,7 +173,7 @@ class SynthesisBlock(nn.Module):
     seed = 2 * self.resolution  # distinct fixed noise per layer for noise_mode='const'
     if self.is_first:
       const = self.param("const", nn.initializers.normal(1.0), (4, 4, self.features))
-      x = jnp.broadcast_to(const, (ws.shape[0],) + const.shape)  # [B, 4, 4, C]
+      x = jnp.broadcast_to(const.astype(self.dtype), (ws.shape[0],) + const.shape)  # [B, 4, 4, C]
       x = layers.SynthesisLayer(self.features, noise_seed=seed, name="conv1", **kw)(x, ws[:, 0], noise_mode)
       i = 1
     else:
@@ -196,11 +203,11 @@ class SynthesisNetwork(nn.Module):
       num_conv = 1 if res == 4 else 2
       block = SynthesisBlock(model.channels(res), res, model.img_channels, is_first=res == 4,
                              conv_clamp=model.conv_clamp, fused_modconv=model.fused_modconv,
-                             conv_impl=model.conv_impl, name=f"b{res}")
+                             conv_impl=model.conv_impl, dtype=model.dtype, name=f"b{res}")
       # Each block reads num_conv + 1 consecutive ws: its toRGB shares its w with the next block's first conv.
       x, img = block(x, img, ws[:, w_idx: w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
-    return img
+    return img.astype(jnp.float32)
 
 
 class Generator(nn.Module):
@@ -263,6 +270,7 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, img, labels=None):
     model = self.model
+    img = img.astype(model.dtype)  # R1's gradient is taken w.r.t. the float32 images before this cast
     x = None
     for res in [2 ** i for i in range(int(math.log2(model.resolution)), 2, -1)]:
       x = DiscriminatorBlock(model.channels(res), model.channels(res // 2), is_first=res == model.resolution,
@@ -285,8 +293,8 @@ class Discriminator(nn.Module):
           model.d_mapping_lr_multiplier
       cmap = MappingNetwork(0, cmap_dim, model.num_classes, model.d_mapping_layers, lr_multiplier,
                             name="mapping")(None, labels)  # [B, cmap_dim]
-      return jnp.sum(x * cmap, axis=-1) / math.sqrt(cmap_dim)  # [B]
-    return x[:, 0]  # [B]
+      return jnp.sum(x.astype(jnp.float32) * cmap, axis=-1) / math.sqrt(cmap_dim)  # [B]
+    return x[:, 0].astype(jnp.float32)  # [B]
 
 
 # ----------------------------------------------------------------------------------------------------------------

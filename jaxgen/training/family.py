@@ -1,7 +1,8 @@
 """The family contract: everything the trainer and the scripts need from a model family, as one value.
 
 A family module (`jaxgen.<config.model_name>`, e.g. `jaxgen.flows.glow`) defines `Model`, a class built as
-`Model(**config.model)`, and `FAMILY`, a `Family`. The trainer reads nothing else from the module: no base class,
+`Model(**config.model, dtype=config.compute_dtype)` (the compute dtype of its networks; the likelihood terms stay
+float32), and `FAMILY`, a `Family`. The trainer reads nothing else from the module: no base class,
 no registry, no probing for optional names. Likelihood models share `LIKELIHOOD` (and `_replace` what they do
 differently); the GAN builds its own. Every function is pure, and the trainer jits the step functions with
 explicit shardings (the batch split over the mesh axis "data", the state replicated), binding the keyword

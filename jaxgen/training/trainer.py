@@ -44,7 +44,15 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
 #   data_cache_dir: local directory that the shards of a folder:gs://... dataset are copied to before reading
 #     ("": $JAXGEN_CACHE/data, else <system tmp>/jaxgen-data; jaxgen.prepared.stage).
-DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
+# Numerics:
+#   compute_dtype: "float32" or "bfloat16", the dtype of the model's activations and matmuls (`Model.dtype`);
+#     parameters, optimiser state and the likelihood-critical terms stay float32 (README, "Precision").
+#   matmul_precision: "default", "high" or "highest", jax.default_matmul_precision for every traced step (TPUs and
+#     recent GPUs run float32 matmuls in reduced-precision passes under "default").
+COMPUTE_DTYPES = ("float32", "bfloat16")
+MATMUL_PRECISIONS = ("default", "high", "highest")
+DEFAULTS = dict(optimizer={}, ema_decay=0.0, compute_dtype="float32", matmul_precision="default",
+                eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
                 binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
                 augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024,
@@ -72,13 +80,34 @@ def build_model(config):
     raise ValueError(f"config.model_name={config.model_name!r} names no module jaxgen.{config.model_name}; "
                      f"use e.g. 'flows.glow'.") from e
   kwargs = dict(config.model)
-  fields = {f.name for f in dataclasses.fields(module.Model)} - {"parent", "name"}
+  if "dtype" in kwargs:
+    raise ValueError("config.model.dtype is set from config.compute_dtype; set --config.compute_dtype instead.")
+  fields = {f.name for f in dataclasses.fields(module.Model)} - {"parent", "name", "dtype"}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise ValueError(f"Unknown config.model key(s) {unknown} for jaxgen.{config.model_name}.Model; "
                      f"known keys: {sorted(fields)}.")
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  return family_lib.of(module), module.Model(**kwargs)
+  dtype = config.get("compute_dtype", "float32")
+  return family_lib.of(module), module.Model(**kwargs, dtype=jnp.dtype(dtype))
+
+
+def check_precision(config):
+  """config.compute_dtype and config.matmul_precision against the supported values: one-line errors."""
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config.compute_dtype={config.compute_dtype!r} is not supported; use one of {COMPUTE_DTYPES}.")
+  if config.matmul_precision not in MATMUL_PRECISIONS:
+    raise ValueError(f"config.matmul_precision={config.matmul_precision!r} is not supported; use one of "
+                     f"{MATMUL_PRECISIONS}.")
+
+
+def with_matmul_precision(fn, precision):
+  """fn run under jax.default_matmul_precision(precision): entered inside fn, so it holds while jit traces fn."""
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with jax.default_matmul_precision(precision):
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def make_mesh():
@@ -133,8 +162,7 @@ class Setup:
 
   def init(self):
     batch = self.batch(self.input.init_batch())
-    init_fn = jax.jit(functools.partial(self.family.init_state, model=self.model, tx=self.tx, config=self.config),
-                      out_shardings=self.state_sharding)
+    init_fn = jax.jit(self._traced(self.family.init_state, tx=self.tx), out_shardings=self.state_sharding)
     return init_fn(jax.random.key(self.config.seed), batch)
 
   @functools.cached_property
@@ -142,21 +170,26 @@ class Setup:
     """The jit-compiled step. On CPU it is compiled with config.xla_cpu_options, XLA debug options chosen per
     config because they help one model and hurt another (Glow's 256-channel coupling networks gain from YNNPACK
     dot fusion, NVAE and LMConv lose); other backends ignore them."""
-    fn = functools.partial(self.family.train_step, model=self.model, tx=self.tx, config=self.config)
+    fn = self._traced(self.family.train_step, tx=self.tx)
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
                    out_shardings=(self.state_sharding, self.replicated), donate_argnums=0,
                    compiler_options=xla_cpu_options(self.config))
 
+  def _traced(self, fn, **kwargs):
+    """fn with the model and config bound, traced under config.matmul_precision."""
+    return with_matmul_precision(functools.partial(fn, model=self.model, config=self.config, **kwargs),
+                                 self.config.matmul_precision)
+
   @functools.cached_property
   def eval_step(self):
-    fn = functools.partial(self.family.eval_step, model=self.model, config=self.config)
-    return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
+    return jax.jit(self._traced(self.family.eval_step),
+                   in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
                    out_shardings=self.replicated)
 
   @functools.cached_property
   def sample(self):
-    fn = functools.partial(self.family.sample_images, model=self.model, config=self.config)
-    return jax.jit(fn, in_shardings=(self.state_sharding, self.replicated, self.replicated),
+    return jax.jit(self._traced(self.family.sample_images),
+                   in_shardings=(self.state_sharding, self.replicated, self.replicated),
                    out_shardings=self.replicated)
 
   def batch(self, local):
@@ -194,6 +227,7 @@ def setup(config, train_data=None):
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
   check_xla_cpu_options(config)
+  check_precision(config)
   family, model = build_model(config)
   family_lib.figure_options(family, config)  # a misspelt config.figures key fails now, not after training
   inputs = data.Input(config, train_data, jax.process_index(), jax.process_count())

@@ -10,8 +10,11 @@ Residual cells (Fig. 3 of the paper), both ending in squeeze-and-excitation and 
   generative: BN-Conv1x1-BN-Swish-DWConv5x5-BN-Swish-Conv1x1-BN-SE      (`mconv_e6k5g0`, expansion 6;
                                                                          post-processing cells use expansion 3)
 BatchNorm uses PyTorch momentum 0.05 (flax momentum 0.95) and eps 1e-5 as the official code (BN_EPS, momentum=0.05).
+Precision: every layer computes in the dtype of its input (float32 parameters cast to it), so a model that feeds
+bfloat16 activations runs its cells in bfloat16; BatchNorm statistics are reduced in float32.
 PyTorch tracks the unbiased batch variance in its running estimate, flax the biased one: a (B*H*W)/(B*H*W-1) factor.
 """
+import functools
 import math
 from typing import Optional
 
@@ -32,12 +35,14 @@ def swish(x):
   return jax.nn.swish(x)
 
 
-def batch_norm(train: bool, name: Optional[str] = None):
+def batch_norm(train: bool, name: Optional[str] = None, dtype=None):
   """BatchNorm with NVAE's momentum and eps; statistics live in the "batch_stats" collection.
 
   Under `jax.jit` with the batch sharded over devices the mean and variance are global (no axis_name needed).
+  `dtype`: of the output (pass the input's); the batch statistics are reduced in float32 either way.
   """
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name)
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name, dtype=dtype,
+                      force_float32_reductions=True)
 
 
 def _torch_uniform_bias_init(fan_in):
@@ -172,9 +177,9 @@ class SqueezeExcitation(nn.Module):
     c = x.shape[-1]
     hidden = max(c // 16, 4)
     se = jnp.mean(x, axis=(1, 2))  # [B, C]
-    se = nn.Dense(hidden, kernel_init=_torch_kernel_init, bias_init=_torch_uniform_bias_init(c))(se)
+    se = nn.Dense(hidden, kernel_init=_torch_kernel_init, bias_init=_torch_uniform_bias_init(c), dtype=x.dtype)(se)
     se = nn.relu(se)
-    se = nn.Dense(c, kernel_init=_torch_kernel_init, bias_init=_torch_uniform_bias_init(hidden))(se)
+    se = nn.Dense(c, kernel_init=_torch_kernel_init, bias_init=_torch_uniform_bias_init(hidden), dtype=x.dtype)(se)
     return x * jax.nn.sigmoid(se)[:, None, None, :]
 
 
@@ -212,7 +217,7 @@ class BNSwishConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = swish(batch_norm(train)(x))
+    x = swish(batch_norm(train, dtype=x.dtype)(x))
     if self.stride == -1:
       x = upsample_nearest(x)
     return Conv2D(self.features, 3, stride=abs(self.stride), padding=1, use_bias=True, conv_impl=self.conv_impl)(x)
@@ -253,14 +258,15 @@ class InvertedResidual(nn.Module):
     if self.stride == -1:
       x = upsample_nearest(x)
     hidden = int(round(x.shape[-1] * self.expansion))
-    x = batch_norm(train)(x)
+    bn = functools.partial(batch_norm, train, dtype=x.dtype)
+    x = bn()(x)
     x = Conv2D(hidden, 1, weight_norm=False, conv_impl=self.conv_impl)(x)
-    x = swish(batch_norm(train)(x))
+    x = swish(bn()(x))
     x = Conv2D(hidden, self.kernel_size, padding=(self.kernel_size - 1) // 2, groups=hidden, weight_norm=False,
                conv_impl=self.conv_impl)(x)
-    x = swish(batch_norm(train)(x))
+    x = swish(bn()(x))
     x = Conv2D(self.features, 1, weight_norm=False, conv_impl=self.conv_impl)(x)
-    return batch_norm(train)(x)
+    return bn()(x)
 
 
 class ResidualCell(nn.Module):

@@ -25,6 +25,10 @@ flows and the KL becomes the one-sample estimate log q(z) - log p(z) (official `
 Training objective (official train.py / utils.py): recon + beta * KL-balanced sum over groups (beta = KL warm-up
 coefficient; balancing only while beta < 1) + lambda * (sum of spectral norms + sum of max |BN gamma|).
 
+Precision: `dtype` (config.compute_dtype) is the dtype of the networks' activations and convolutions; the
+posterior and prior parameters, every log-density and KL term, the decoder's logistic mixture (or Bernoulli), the
+spectral and BatchNorm regularisers and the importance-weighted estimator's log-sum-exp are float32.
+
 Evaluation: `log_prob` is the ELBO (one posterior sample, BN in inference mode); `importance_weighted_log_prob`
 the K-sample bound log (1/K) sum_k p(x, z_k) / q(z_k | x), computed in chunks.
 
@@ -45,6 +49,7 @@ train state's "model_state", and are checkpointed.
 """
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -202,6 +207,8 @@ class Model(nn.Module):
   # Convolution kernels (jaxgen.ops, same math): "auto" = the matmul forms on CPU (several times faster there),
   # lax convolutions elsewhere; "native" also supports forward-mode AD (the depthwise shifted sum has a custom VJP).
   conv_impl: str = "auto"
+  # Compute dtype of the networks (config.compute_dtype); the likelihood terms stay float32 (module docstring).
+  dtype: Any = jnp.float32
 
   # --- static structure ------------------------------------------------------------------------
 
@@ -410,9 +417,9 @@ class Model(nn.Module):
     """Unclamped (mu, log sigma) of p(z_idx | z_<idx) from the decoder features s before group idx: zeros for the
     top group (N(0, 1) before the official +0.01), ELU-Conv1x1 of s for the others."""
     if idx == 0:
-      zeros = jnp.zeros(s.shape[:1] + self.latent_shapes()[0], s.dtype)
+      zeros = jnp.zeros(s.shape[:1] + self.latent_shapes()[0], jnp.float32)
       return zeros, zeros
-    return jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)), 2, axis=-1)
+    return jnp.split(self.dec_sampler[idx - 1](jax.nn.elu(s)).astype(jnp.float32), 2, axis=-1)
 
   def _top_down(self, batch, train, draw_z):
     """The decoder: prior_ftr0 -> tower -> post-processing -> decoder parameters [batch, H, W, P] (cropped).
@@ -421,27 +428,27 @@ class Model(nn.Module):
     combiner (the posterior sample in `_forward`, a prior sample in `generate`); it is called once per group, in
     decoder order, and for the single latent of the vanilla (one-group) model.
     """
-    s = jnp.broadcast_to(self.prior_ftr0[None], (batch,) + self.prior_ftr0.shape)  # [B, h, w, C]
+    s = jnp.broadcast_to(self.prior_ftr0[None], (batch,) + self.prior_ftr0.shape).astype(self.dtype)  # [B, h, w, C]
     dec_plan, _ = self._decoder_plan()
     idx = 0
     for (kind, _), op in zip(dec_plan, self.dec_tower):
       if kind == "combiner":
-        s = op(s, draw_z(idx, s))
+        s = op(s, draw_z(idx, s).astype(self.dtype))
         idx += 1
       else:
         s = op(s, train)
     if self._vanilla:
-      s = self.stem_decoder(draw_z(0, s))
+      s = self.stem_decoder(draw_z(0, s).astype(self.dtype))
     for cell in self.post_process:
       s = cell(s, train)
-    return self._crop(self.image_conditional(jax.nn.elu(s)))
+    return self._crop(self.image_conditional(jax.nn.elu(s))).astype(jnp.float32)  # the likelihood in float32
 
   def _forward(self, x, train, posterior_mean=False):
     """Encoder + decoder on x in [0, 1] (padded).  Returns decoder params (cropped) and the latent terms.
 
     posterior_mean: every group's z is the mean of q(z | x, z_<l) (before the flows) instead of a sample.
     """
-    s = self.stem(2.0 * x - 1.0)
+    s = self.stem((2.0 * x - 1.0).astype(self.dtype))
     for cell in self.pre_process:
       s = cell(s, train)
     enc_plan, _ = self._encoder_plan()
@@ -461,10 +468,10 @@ class Model(nn.Module):
       """z_idx ~ q(z_idx | x, z_<idx) (then the flows), recording the group's log q, log p and KL terms."""
       mu_p, log_sig_p = self._prior_params(idx, s)
       if idx == 0:
-        mu_q, log_sig_q = jnp.split(self.enc_sampler[0](top_ftr), 2, axis=-1)
+        mu_q, log_sig_q = jnp.split(self.enc_sampler[0](top_ftr).astype(jnp.float32), 2, axis=-1)
       else:
         ftr = combiners[idx - 1](combiner_inputs[idx - 1], s)
-        mu_q, log_sig_q = jnp.split(self.enc_sampler[idx](ftr), 2, axis=-1)
+        mu_q, log_sig_q = jnp.split(self.enc_sampler[idx](ftr).astype(jnp.float32), 2, axis=-1)
         if self.res_dist:
           mu_q, log_sig_q = mu_p + mu_q, log_sig_p + log_sig_q
       q = normal_params(mu_q, log_sig_q)
