@@ -19,25 +19,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import ops
 from jaxgen.flows import layers
 from jaxgen.training import family
 
 
 class Model(nn.Module):
   """RealNVP-style flow: image_shape (H, W, C) with H, W divisible by 2**levels; `depth` couplings per level.
+  conv_impl: how the coupling networks' convolutions run, "auto" (per backend), "native" or "matmul" (`jaxgen.ops`).
   dtype: compute dtype of the coupling networks (config.compute_dtype); the flow and its log-det stay float32."""
   image_shape: Sequence[int] = (28, 28, 1)
   levels: int = 2
   depth: int = 4
   hidden_channels: int = 64
+  conv_impl: str = "auto"
   dtype: Any = jnp.float32
 
   def setup(self):
+    ops.check_impl(self.conv_impl)
     h, w, _ = self.image_shape
     if h % 2**self.levels or w % 2**self.levels:
       raise ValueError(f"image_shape {tuple(self.image_shape)} needs height and width divisible by 2**levels = "
                        f"{2**self.levels}; lower config.model.levels.")
-    self.couplings = [[(layers.ActNorm(), layers.AffineCoupling(self.hidden_channels, self.dtype))
+    self.couplings = [[(layers.ActNorm(), layers.AffineCoupling(self.hidden_channels, self.conv_impl, self.dtype))
                        for _ in range(self.depth)] for _ in range(self.levels)]
 
   def forward_and_log_det(self, x):
