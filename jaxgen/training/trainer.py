@@ -27,6 +27,7 @@ import numpy as np
 from jaxgen import data
 from jaxgen.training import checkpoints
 from jaxgen.training import family as family_lib
+from jaxgen.training import steps
 from jaxgen.training import writers
 
 logger = logging.getLogger("jaxgen")
@@ -42,10 +43,13 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #     cores, not for large raw-pixel images (a 256x256 folder), whose batches they must copy back (BENCHMARKS.md).
 #   prefetch: batches read ahead of the step.
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
+# And the step's: grad_accum_steps: n micro-batches of batch_size / n per update, their gradients averaged
+#   (`steps.accumulate`): the update of the whole batch in the memory of one micro-batch.
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, eval_split="test", eval_batch_size=0, eval_examples=0,
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
                 binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
-                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024)
+                augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024,
+                grad_accum_steps=1)
 
 
 def with_defaults(config):
@@ -187,6 +191,7 @@ def setup(config, train_data=None):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key} must be positive, got {config[key]}.")
   check_batch_size(config.batch_size)
+  steps.check_grad_accum(config, jax.device_count())
   data.check_binarize(config.binarize)
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")
