@@ -13,6 +13,12 @@ for the step), alternating --rounds of --steps steps fed by config.dataset's inp
 synthetic batch, and reports both step times and the time each step waited for data (data_wait_ms).
 --data_only times config.dataset's training batches (images/s, ms per batch) as the trainer's loop draws them;
 --legacy_rounds alternates that with the loader jaxgen had before worker processes and the in-memory cache.
+
+FLOPs and memory come from XLA: flops_per_step is the compiled step's `cost_analysis()` (one device's program),
+mfu is the achieved FLOP/s over that of a 2048 x 2048 float32 matmul timed on the same device in the same run
+(`matmul_flops_per_sec`), and compiled_memory is the step's `memory_analysis()` (`compiled_memory`).
+--paper_size compiles the full config's step for one device at the paper's batch per device (`PAPER_DEVICE_BATCH`)
+on abstract shapes only (no arrays, no step run) and says whether its memory fits a 16, 40 and 80 GiB device.
 """
 import concurrent.futures
 import itertools
@@ -24,6 +30,8 @@ import time
 
 from absl import flags
 import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli
@@ -42,7 +50,87 @@ _LEGACY_ROUNDS = flags.DEFINE_integer("legacy_rounds", 0, "--data_only: rounds o
 # Trainer defaults a config file need not define (so --config.KEY cannot set them): set here for A/B runs.
 _DATA_WORKERS = flags.DEFINE_integer("data_workers", None, "Sets config.data_workers.")
 _DATA_CACHE_MB = flags.DEFINE_integer("data_cache_mb", None, "Sets config.data_cache_mb (0: stream every batch).")
+_PAPER_SIZE = flags.DEFINE_bool("paper_size", False, "Compile-only memory estimate at the paper's batch per device.")
+_DEVICE_BATCH = flags.DEFINE_integer("device_batch", None, "--paper_size: batch per device (default: the paper's).")
 flags.mark_flags_as_required(["config"])
+
+
+# The papers' batch per device (GPU) for each paper config: the global batch over the GPUs its source trained on.
+PAPER_DEVICE_BATCH = {
+    "glow_cifar10": 64, "glow_imagenet32": 64,  # openai/glow: 8 GPUs x 64
+    "glow_celebahq256": 1,  # openai/glow: 40 GPUs x 1
+    "nvae_cifar10": 32, "nvae_mnist": 200, "nvae_celeba64": 16, "nvae_imagenet32": 24,  # NVAE README commands
+    "nvae_celebahq256": 4, "nvae_ffhq256": 4,  # 24 GPUs x 4
+    "lmconv_cifar10": 32, "lmconv_mnist_binarized": 32, "lmconv_celebahq64": 24,  # ajayjain/lmconv -b, one process
+    "stylegan2_cifar10": 32,  # stylegan2-ada-pytorch cfg 'cifar': mb 64 on 2 GPUs
+    "stylegan2_ffhq256": 8,  # cfg 'paper256': mb 64 on 8 GPUs
+    "stylegan2_ffhq1024": 4,  # cfg 'stylegan2': mb 32 on 8 GPUs
+}
+DEVICE_GIB = (16, 40, 80)
+
+
+def matmul_flops_per_sec(n=2048, repeats=10):
+  """FLOP/s of an n x n float32 matmul (2 n^3 FLOPs) on the first device: median of `repeats` timed calls after
+  one warm-up call. The reference that `mfu` divides by, measured in the same process as the step."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul).lower(a, a).compile()
+  jax.block_until_ready(matmul(a, a))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(matmul(a, a))
+    times.append(time.perf_counter() - t0)
+  return 2.0 * n**3 / statistics.median(times)
+
+
+def compiled_flops(compiled):
+  """FLOPs of one call of a compiled function (one device's program), from XLA's cost analysis; 0 if it has none."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def compiled_memory(compiled):
+  """MiB per device from XLA's memory analysis of a compiled function: arguments, outputs, temporaries, the outputs
+  aliased to donated arguments, and total = arguments + outputs - aliased + temporaries (what the device holds
+  while the step runs; buffers the runtime adds, e.g. cuDNN workspaces and the CUDA context, are not in it)."""
+  m = compiled.memory_analysis()
+  mib = lambda b: b / 2**20
+  total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  return {"arguments_mib": mib(m.argument_size_in_bytes), "outputs_mib": mib(m.output_size_in_bytes),
+          "aliased_mib": mib(m.alias_size_in_bytes), "temp_mib": mib(m.temp_size_in_bytes), "total_mib": mib(total)}
+
+
+def paper_size(config, name, device_batch=None):
+  """Compiles `config`'s train step for one device at `device_batch` images (default PAPER_DEVICE_BATCH[name]) on
+  abstract shapes (ShapeDtypeStructs: no state or batch is allocated, no step runs) and returns its
+  `compiled_memory` and whether the total fits a device of each size in DEVICE_GIB."""
+  if device_batch is None:
+    if name not in PAPER_DEVICE_BATCH:
+      raise ValueError(f"No paper batch per device is recorded for {name!r} (known: {sorted(PAPER_DEVICE_BATCH)}); "
+                       f"pass --device_batch=N.")
+    device_batch = PAPER_DEVICE_BATCH[name]
+  if jax.device_count() != 1:
+    raise ValueError(f"--paper_size estimates one device's memory; run it with one device (found "
+                     f"{jax.device_count()}: unset XLA_FLAGS=--xla_force_host_platform_device_count).")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.batch_size = device_batch
+    config.dataset = "synthetic"  # never open the paper's (manually downloaded) data: only its shape matters
+    if "sample_metrics" in config:
+      config.sample_metrics = {"protocol": ""}  # how samples are scored leaves the step alone: no Inception file
+  shape = _image_shape(config)
+  s = trainer.setup(config, train_data=data.synthetic(shape, num_examples=device_batch, num_classes=0))
+  batch = {"image": jax.ShapeDtypeStruct((device_batch,) + shape, jnp.uint8, sharding=s.batch_sharding),
+           "label": jax.ShapeDtypeStruct((device_batch,), jnp.int32, sharding=s.batch_sharding)}
+  t0 = time.perf_counter()
+  compiled = s.train_step.lower(s.abstract_state, batch, jax.random.key(0)).compile()
+  memory = compiled_memory(compiled)
+  return {"config": name, "model": dict(s.config.model), "device_batch": device_batch,
+          "backend": jax.default_backend(), "compile_s": time.perf_counter() - t0,
+          "params": int(sum(x.size for x in jax.tree.leaves(s.abstract_state["params"]))),
+          "flops_per_step": compiled_flops(compiled), "compiled_memory": memory,
+          "fits_gib": {str(g): memory["total_mib"] <= g * 1024 for g in DEVICE_GIB}}
 
 
 def _image_shape(config):
@@ -72,9 +160,8 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0, real_data=False, roun
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  flops = compiled_flops(compiled)
+  matmul_rate = matmul_flops_per_sec()
   mem = jax.local_devices()[0].memory_stats() or {}
   peak_bytes = mem.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   result = {
@@ -90,6 +177,8 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0, real_data=False, roun
       "peak_memory_kind": "device peak_bytes_in_use" if mem.get("peak_bytes_in_use") else "process max RSS",
       "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
       "flops_per_step": flops, "tflops_per_sec": flops / step_s / 1e12,
+      "matmul_tflops_per_sec": matmul_rate / 1e12, "mfu": flops / step_s / matmul_rate,
+      "compiled_memory": compiled_memory(compiled),
   }
   if peak_tflops:
     result["flop_utilisation"] = result["tflops_per_sec"] / peak_tflops
@@ -198,7 +287,11 @@ def main(argv):
       if flag.value is not None:
         config[key] = flag.value
   with cli.clear_errors():
-    if _DATA_ONLY.value:
+    if _PAPER_SIZE.value:
+      path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]  # without the :variant
+      name = os.path.basename(path).removesuffix(".py")
+      result = paper_size(config, name, _DEVICE_BATCH.value)
+    elif _DATA_ONLY.value:
       result = data_benchmark(config, _STEPS.value, _WARMUP.value, _LEGACY_ROUNDS.value)
     else:
       result = benchmark(config, _STEPS.value, _WARMUP.value, _PEAK_TFLOPS.value, _REAL_DATA.value, _ROUNDS.value)

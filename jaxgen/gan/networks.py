@@ -79,6 +79,9 @@ class Model:
   style_mixing_prob: float = 0.9
   # DiffAugment policy for every image D sees ('' none; e.g. 'color,translation,cutout'; jaxgen.gan.augment).
   diffaugment: str = ""
+  # Recompute each synthesis and discriminator block in the backward pass (jax.checkpoint) instead of storing its
+  # activations: less memory at large resolutions, about one more forward pass of compute; same parameters.
+  remat: bool = False
   # Generator EMA.
   ema_kimg: float = 10.0
   ema_rampup: Optional[float] = None
@@ -201,9 +204,10 @@ class SynthesisNetwork(nn.Module):
     w_idx = 0
     for res in [2 ** i for i in range(2, int(math.log2(model.resolution)) + 1)]:
       num_conv = 1 if res == 4 else 2
-      block = SynthesisBlock(model.channels(res), res, model.img_channels, is_first=res == 4,
-                             conv_clamp=model.conv_clamp, fused_modconv=model.fused_modconv,
-                             conv_impl=model.conv_impl, dtype=model.dtype, name=f"b{res}")
+      block_cls = nn.remat(SynthesisBlock, static_argnums=(4,)) if model.remat else SynthesisBlock  # 4: noise_mode
+      block = block_cls(model.channels(res), res, model.img_channels, is_first=res == 4,
+                        conv_clamp=model.conv_clamp, fused_modconv=model.fused_modconv,
+                        conv_impl=model.conv_impl, dtype=model.dtype, name=f"b{res}")
       # Each block reads num_conv + 1 consecutive ws: its toRGB shares its w with the next block's first conv.
       x, img = block(x, img, ws[:, w_idx: w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
@@ -272,10 +276,11 @@ class Discriminator(nn.Module):
     model = self.model
     img = img.astype(model.dtype)  # R1's gradient is taken w.r.t. the float32 images before this cast
     x = None
+    block_cls = nn.remat(DiscriminatorBlock) if model.remat else DiscriminatorBlock
     for res in [2 ** i for i in range(int(math.log2(model.resolution)), 2, -1)]:
-      x = DiscriminatorBlock(model.channels(res), model.channels(res // 2), is_first=res == model.resolution,
-                             architecture=model.d_architecture, conv_clamp=model.conv_clamp,
-                             conv_impl=model.conv_impl, name=f"b{res}")(x, img)
+      x = block_cls(model.channels(res), model.channels(res // 2), is_first=res == model.resolution,
+                    architecture=model.d_architecture, conv_clamp=model.conv_clamp,
+                    conv_impl=model.conv_impl, name=f"b{res}")(x, img)
     conv = functools.partial(layers.EqualConv, activation="lrelu", conv_clamp=model.conv_clamp,
                              conv_impl=model.conv_impl)
     if x is None:  # resolution 4: the epilogue reads the image through a fromRGB

@@ -129,7 +129,6 @@ def init_state(rng, batch, *, model, tx, config):
   batch["image"] is uint8 [B, H, W, C] with (H, W, C) = model.image_shape; B must be a multiple of the minibatch
   standard deviation group (or smaller).
   """
-  del config
   b, h, w, c = batch["image"].shape
   if (h, w, c) != model.image_shape:
     raise ValueError(f"config.model.image_shape={model.image_shape} but the data has images of shape {(h, w, c)}; "
@@ -137,6 +136,11 @@ def init_state(rng, batch, *, model, tx, config):
   if b % min(model.mbstd_group_size or b, b):
     raise ValueError(f"config.batch_size={b} must be a multiple of config.model.mbstd_group_size="
                      f"{model.mbstd_group_size} (minibatch standard deviation groups); change one of them.")
+  accum = config.get("grad_accum_steps", 1)
+  if accum > 1 and (model.mbstd_group_size is None or (b // accum) % min(model.mbstd_group_size, b)):
+    raise ValueError(f"config.grad_accum_steps={accum} leaves micro-batches of {b // accum} images, which must be a "
+                     f"multiple of config.model.mbstd_group_size={model.mbstd_group_size} for the minibatch-stddev "
+                     f"groups to stay the batch's; lower grad_accum_steps or raise the batch.")
   rng_g, rng_d, rng_noise = jax.random.split(rng, 3)
   z = jnp.zeros((b, model.z_dim))
   labels = jnp.zeros((b,), jnp.int32) if model.num_classes > 0 else None
@@ -208,8 +212,12 @@ def _discriminator(model, d_params, img, labels, rng_aug=None):
   return networks.Discriminator(model).apply({"params": d_params}, img, labels)
 
 
-def g_main_step(state, batch, rng, *, model, tx):
-  """One G step on the non-saturating loss mean(softplus(-D(G(z)))). Updates G, its Adam state and w_avg."""
+def _accumulated(grads_fn, state, batch, rng, model, accum):
+  """`steps.accumulate` of grads_fn(state, micro_batch, rng, model=model) over `accum` micro-batches."""
+  return steps.accumulate(lambda micro, r: grads_fn(state, micro, r, model=model), batch, rng, accum)
+
+
+def _g_main_grads(state, batch, rng, *, model):
   b = batch["image"].shape[0]
   rng_z, rng_c, rng_mix, rng_noise = jax.random.split(rng, 4)
   rng_aug = jax.random.fold_in(rng, 1)  # folded, not split: runs without DiffAugment draw the same z as before
@@ -223,14 +231,20 @@ def g_main_step(state, batch, rng, *, model, tx):
     return jnp.mean(jax.nn.softplus(-logits)), (w, logits)
 
   (loss, (w, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["generator"])
-  new = dict(_update(state, "generator", tx, grads),
-             w_avg=networks.update_w_avg(state["w_avg"], w, model.w_avg_beta))
-  return new, {"g_loss": loss, "fake_score": jnp.mean(logits), "g_grads_finite": steps.all_finite(grads)}
+  return {"grads": grads, "w": jnp.mean(w, axis=0), "g_loss": loss, "fake_score": jnp.mean(logits)}
 
 
-def g_reg_step(state, batch, rng, *, model, tx):
-  """Path-length regularisation step (StyleGAN2 Sec. 3.2) on B // pl_batch_shrink samples:
-  a <- a + decay * (mean |J^T y| - a);  loss = mean(w_pl * (|J^T y| - a)^2) * pl_interval."""
+def g_main_step(state, batch, rng, *, model, tx, accum=1):
+  """One G step on the non-saturating loss mean(softplus(-D(G(z)))). Updates G, its Adam state and w_avg.
+  accum > 1: the gradients' mean over that many micro-batches (`steps.accumulate`), as in all four phases."""
+  out = _accumulated(_g_main_grads, state, batch, rng, model, accum)
+  new = dict(_update(state, "generator", tx, out["grads"]),
+             w_avg=networks.update_w_avg(state["w_avg"], out["w"][None], model.w_avg_beta))
+  return new, {"g_loss": out["g_loss"], "fake_score": out["fake_score"],
+               "g_grads_finite": steps.all_finite(out["grads"])}
+
+
+def _g_reg_grads(state, batch, rng, *, model):
   b = max(batch["image"].shape[0] // model.pl_batch_shrink, 1)
   rng_z, rng_c, rng_mix, rng_noise, rng_pl = jax.random.split(rng, 5)
   z = jax.random.normal(rng_z, (b, model.z_dim))
@@ -246,13 +260,24 @@ def g_reg_step(state, batch, rng, *, model, tx):
     return jnp.mean(penalty * model.pl_weight) * gain, (w, pl_mean, jnp.mean(penalty))
 
   (_, (w, pl_mean, penalty)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["generator"])
-  return dict(_update(state, "generator", tx, grads), pl_mean=jax.lax.stop_gradient(pl_mean),
-              w_avg=networks.update_w_avg(state["w_avg"], w, model.w_avg_beta),
-              stats=dict(state["stats"], pl_penalty=penalty))
+  return {"grads": grads, "w": jnp.mean(w, axis=0), "pl_mean": jax.lax.stop_gradient(pl_mean), "penalty": penalty}
 
 
-def d_main_step(state, batch, rng, *, model, tx):
-  """One D step on mean(softplus(D(G(z)))) + mean(softplus(-D(x))). Updates D, its Adam state and w_avg."""
+def g_reg_step(state, batch, rng, *, model, tx, accum=1):
+  """Path-length regularisation step (StyleGAN2 Sec. 3.2) on B // pl_batch_shrink samples:
+  a <- a + decay * (mean |J^T y| - a);  loss = mean(w_pl * (|J^T y| - a)^2) * pl_interval.
+
+  With accum > 1 each micro-batch's penalty uses the running mean updated with its own lengths (the official code
+  does the same per round), and the new running mean is their mean: a + decay * (mean over the batch - a), as for
+  the whole batch (the official code chains the rounds' updates instead: a difference of order decay^2).
+  """
+  out = _accumulated(_g_reg_grads, state, batch, rng, model, accum)
+  return dict(_update(state, "generator", tx, out["grads"]), pl_mean=out["pl_mean"],
+              w_avg=networks.update_w_avg(state["w_avg"], out["w"][None], model.w_avg_beta),
+              stats=dict(state["stats"], pl_penalty=out["penalty"]))
+
+
+def _d_main_grads(state, batch, rng, *, model):
   real = networks.to_float(batch["image"])  # [B, R, R, C]
   b = real.shape[0]
   rng_z, rng_c, rng_mix, rng_noise = jax.random.split(rng, 4)
@@ -272,15 +297,20 @@ def d_main_step(state, batch, rng, *, model, tx):
 
   (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state["params"]["discriminator"])
+  return {"grads": grads, "w": jnp.mean(w, axis=0), "d_loss": loss, "real_score": jnp.mean(real_logits),
+          "d_fake_score": jnp.mean(fake_logits), "real_sign": jnp.mean(jnp.sign(real_logits))}
+
+
+def d_main_step(state, batch, rng, *, model, tx, accum=1):
+  """One D step on mean(softplus(D(G(z)))) + mean(softplus(-D(x))). Updates D, its Adam state and w_avg."""
+  out = _accumulated(_d_main_grads, state, batch, rng, model, accum)
+  grads = out.pop("grads")
   new = dict(_update(state, "discriminator", tx, grads),
-             w_avg=networks.update_w_avg(state["w_avg"], w, model.w_avg_beta))
-  return new, {"d_loss": loss, "real_score": jnp.mean(real_logits), "d_fake_score": jnp.mean(fake_logits),
-               "real_sign": jnp.mean(jnp.sign(real_logits)), "d_grads_finite": steps.all_finite(grads)}
+             w_avg=networks.update_w_avg(state["w_avg"], out.pop("w")[None], model.w_avg_beta))
+  return new, out | {"d_grads_finite": steps.all_finite(grads)}
 
 
-def d_reg_step(state, batch, rng, *, model, tx):
-  """Lazy R1 step: loss = mean(gamma / 2 * |grad_x D(x)|^2) * r1_interval on the real batch (with DiffAugment,
-  the gradient of D(augment(x)) w.r.t. the un-augmented x, as DiffAugment and ADA do)."""
+def _d_reg_grads(state, batch, rng, *, model):
   real = networks.to_float(batch["image"])
   labels = batch["label"].astype(jnp.int32) if model.num_classes > 0 else None
   gain = model.r1_interval or 1
@@ -290,7 +320,14 @@ def d_reg_step(state, batch, rng, *, model, tx):
     return jnp.mean(penalty * (model.r1_gamma / 2)) * gain, jnp.mean(penalty)
 
   (_, penalty), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["discriminator"])
-  return dict(_update(state, "discriminator", tx, grads), stats=dict(state["stats"], r1_penalty=penalty))
+  return {"grads": grads, "penalty": penalty}
+
+
+def d_reg_step(state, batch, rng, *, model, tx, accum=1):
+  """Lazy R1 step: loss = mean(gamma / 2 * |grad_x D(x)|^2) * r1_interval on the real batch (with DiffAugment,
+  the gradient of D(augment(x)) w.r.t. the un-augmented x, as DiffAugment and ADA do)."""
+  out = _accumulated(_d_reg_grads, state, batch, rng, model, accum)
+  return dict(_update(state, "discriminator", tx, out["grads"]), stats=dict(state["stats"], r1_penalty=out["penalty"]))
 
 
 def ema_beta(step, batch_size, ema_kimg, ema_rampup):
@@ -319,6 +356,11 @@ def train_step(state, batch, rng, *, model, tx, config):
   what it should be and the trainer keeps one step function and one compilation (with one sharding spec) for
   resume and multi-device runs; the regularisers' double backward costs compile time only.
 
+  config.grad_accum_steps = n > 1: every phase (the lazy regularisers too) averages its gradients over n
+  micro-batches of B / n before its one optimiser step, as the official code's rounds of `batch_gpu` images; each
+  micro-batch draws its own latents and noise, w_avg and the path-length mean move once per phase by the batch's
+  mean, and minibatch-stddev groups stay the whole batch's (`steps.micro_batches` splits with a stride).
+
   An iteration whose losses, regulariser values or main gradients are not finite is skipped as a whole
   (`steps.keep_if_finite`: state kept, step advanced, counted). Metrics: "g_loss", "d_loss", the scores,
   "r1_penalty" / "pl_penalty" (latest regularisation step), "pl_mean", "ema_beta", "g_lr" / "d_lr" (the lazily
@@ -329,14 +371,15 @@ def train_step(state, batch, rng, *, model, tx, config):
   rng = jax.random.fold_in(rng, step)
   rng_gm, rng_gr, rng_dm, rng_dr = jax.random.split(rng, 4)
 
-  new, metrics = g_main_step(state, batch, rng_gm, model=model, tx=tx)
+  accum = config.get("grad_accum_steps", 1)
+  new, metrics = g_main_step(state, batch, rng_gm, model=model, tx=tx, accum=accum)
   if model.pl_weight > 0:
-    fn = lambda s: g_reg_step(s, batch, rng_gr, model=model, tx=tx)
+    fn = lambda s: g_reg_step(s, batch, rng_gr, model=model, tx=tx, accum=accum)
     new = fn(new) if model.pl_interval is None else jax.lax.cond(step % model.pl_interval == 0, fn, lambda s: s, new)
-  new, m = d_main_step(new, batch, rng_dm, model=model, tx=tx)
+  new, m = d_main_step(new, batch, rng_dm, model=model, tx=tx, accum=accum)
   metrics |= m
   if model.r1_gamma > 0:
-    fn = lambda s: d_reg_step(s, batch, rng_dr, model=model, tx=tx)
+    fn = lambda s: d_reg_step(s, batch, rng_dr, model=model, tx=tx, accum=accum)
     new = fn(new) if model.r1_interval is None else jax.lax.cond(step % model.r1_interval == 0, fn, lambda s: s, new)
   new, m = ema_step(new, batch["image"].shape[0], model=model)
   metrics |= m | new["stats"] | {"pl_mean": new["pl_mean"]}

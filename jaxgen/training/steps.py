@@ -49,6 +49,49 @@ def keep_if_finite(new_state, state, finite):
                                "consecutive_skips": jnp.where(finite, 0, state["consecutive_skips"] + 1)}
 
 
+def micro_batches(batch, n):
+  """`batch` (leaves [B, ...]) as n micro-batches (leaves [n, B/n, ...]); micro-batch i holds rows i, i + n, ...
+
+  Strided, not contiguous: each device's rows of the global batch hold B / (n * devices) rows of every micro-batch,
+  so the split moves no data between devices, and groups formed with a stride over the batch (StyleGAN2's
+  minibatch-stddev groups, rows j and j + B / G) are the whole batch's groups.
+  """
+  return jax.tree.map(lambda x: jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1), batch)
+
+
+def accumulate(fn, batch, rng, n):
+  """The mean over n micro-batches (`micro_batches`) of fn(micro_batch, rng_i), a pytree of float arrays
+  (gradients, per-batch means, batch-level state), with rng_i = fold_in(rng, i); one `lax.scan`, so only one
+  micro-batch's activations are live at a time. n == 1 is fn(batch, rng) itself, the step without accumulation.
+
+  Means over equal micro-batches are means over the batch: gradients and metrics of a per-example mean loss are
+  those of the whole batch, up to the random draws (each micro-batch draws its own) and whatever the loss computes
+  from the batch as a whole (BatchNorm statistics: per micro-batch).
+  """
+  if n == 1:
+    return fn(batch, rng)
+  micro = micro_batches(batch, n)
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(fn, first, rng))
+
+  def body(total, xs):
+    i, batch_i = xs
+    return jax.tree.map(jnp.add, total, fn(batch_i, jax.random.fold_in(rng, i))), None
+
+  total, _ = jax.lax.scan(body, zeros, (jnp.arange(n), micro))
+  return jax.tree.map(lambda t: t / n, total)
+
+
+def check_grad_accum(config, num_devices):
+  """config.grad_accum_steps (default 1) must be a positive divisor of each device's share of config.batch_size."""
+  n = config.get("grad_accum_steps", 1)
+  if not isinstance(n, int) or n < 1 or config.batch_size % (n * num_devices):
+    raise ValueError(f"config.grad_accum_steps={n} must be a positive integer that divides the batch per device "
+                     f"(config.batch_size={config.batch_size} over {num_devices} device(s)); set it to a divisor of "
+                     f"{config.batch_size // num_devices}.")
+  return n
+
+
 def init_state(rng, batch, *, model, tx, config):
   """Initialises from a data batch (data-dependent init, e.g. ActNorm, sees this batch)."""
   rng_params, rng_sample, rng_dropout = jax.random.split(rng, 3)
@@ -64,16 +107,28 @@ def init_state(rng, batch, *, model, tx, config):
 
 
 def train_step(state, batch, rng, *, model, tx, config):
-  """One optimiser update on the mean of the model's per-example "loss"; skipped if anything is non-finite."""
+  """One optimiser update on the mean of the model's per-example "loss"; skipped if anything is non-finite.
+
+  With config.grad_accum_steps = n > 1 the gradients are the mean over n micro-batches of B / n (`accumulate`):
+  one update, as for the whole batch. Each micro-batch normalises BatchNorm with its own statistics (as PyTorch
+  does when a batch is split: official NVAE has no accumulation; its SyncBatchNorm would see one micro-batch of
+  every GPU), and the new "batch_stats" are the micro-batches' mean: BN running means and NVAE's power-iteration
+  vectors (which do not depend on the data) move exactly as for the whole batch, once per step.
+  """
   mutable = [name for name in state["model_state"] if name == "batch_stats"]
 
-  def loss_fn(params):
-    out = model.apply({"params": params, **state["model_state"]}, batch["image"], batch["label"], train=True,
-                      step=state["step"], rngs=_rngs(rng, state["step"]), method="losses", mutable=mutable or False)
-    terms, new_model_state = out if mutable else (out, {})
-    return jnp.mean(terms["loss"]), (jax.tree.map(jnp.mean, terms), new_model_state)
+  def grads_fn(micro_batch, rng_micro):
+    def loss_fn(params):
+      out = model.apply({"params": params, **state["model_state"]}, micro_batch["image"], micro_batch["label"],
+                        train=True, step=state["step"], rngs=_rngs(rng_micro, state["step"]), method="losses",
+                        mutable=mutable or False)
+      terms, new_model_state = out if mutable else (out, {})
+      return jnp.mean(terms["loss"]), (jax.tree.map(jnp.mean, terms), new_model_state)
 
-  (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    return loss, metrics, new_model_state, grads
+
+  loss, metrics, new_model_state, grads = accumulate(grads_fn, batch, rng, config.get("grad_accum_steps", 1))
   updates, opt = tx.update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   # Skip the update (keep params, optimiser and BatchNorm state) if the loss or any gradient is not finite, or

@@ -27,6 +27,7 @@ import numpy as np
 from jaxgen import data
 from jaxgen.training import checkpoints
 from jaxgen.training import family as family_lib
+from jaxgen.training import steps
 from jaxgen.training import writers
 
 logger = logging.getLogger("jaxgen")
@@ -49,6 +50,8 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #     parameters, optimiser state and the likelihood-critical terms stay float32 (README, "Precision").
 #   matmul_precision: "default", "high" or "highest", jax.default_matmul_precision for every traced step (TPUs and
 #     recent GPUs run float32 matmuls in reduced-precision passes under "default").
+# And the step's: grad_accum_steps: n micro-batches of batch_size / n per update, their gradients averaged
+#   (`steps.accumulate`): the update of the whole batch in the memory of one micro-batch.
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 DEFAULTS = dict(optimizer={}, ema_decay=0.0, compute_dtype="float32", matmul_precision="default",
@@ -56,7 +59,7 @@ DEFAULTS = dict(optimizer={}, ema_decay=0.0, compute_dtype="float32", matmul_pre
                 keep_checkpoints=3, max_consecutive_skips=20, num_samples=64, sample_temperature=1.0,
                 binarize="", skip_grad_norm=0.0, xla_cpu_options={}, figures={}, evals={},
                 augment=dict(flip=False, translate=0.0), data_workers=0, prefetch=2, data_cache_mb=1024,
-                data_cache_dir="")
+                data_cache_dir="", grad_accum_steps=1)
 
 
 def with_defaults(config):
@@ -223,6 +226,7 @@ def setup(config, train_data=None):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key} must be positive, got {config[key]}.")
   check_batch_size(config.batch_size)
+  steps.check_grad_accum(config, jax.device_count())
   data.check_binarize(config.binarize)
   if config.eval_batch_size:
     check_batch_size(config.eval_batch_size, "config.eval_batch_size")

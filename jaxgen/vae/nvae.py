@@ -209,6 +209,9 @@ class Model(nn.Module):
   conv_impl: str = "auto"
   # Compute dtype of the networks (config.compute_dtype); the likelihood terms stay float32 (module docstring).
   dtype: Any = jnp.float32
+  # Recompute each residual cell in the backward pass (jax.checkpoint) instead of storing its activations: less
+  # memory, about one more forward pass of compute; same parameters and gradients.
+  remat: bool = False
 
   # --- static structure ------------------------------------------------------------------------
 
@@ -305,17 +308,18 @@ class Model(nn.Module):
 
   def setup(self):
     self._check_config()
+    cell = nn.remat(cells.ResidualCell, static_argnums=(2,)) if self.remat else cells.ResidualCell  # 2: `train`
     c_enc, c_dec, latent = self.num_channels_enc, self.num_channels_dec, self.num_latent_per_group
     self.stem = cells.Conv2D(c_enc, 3, padding=1, use_bias=True, conv_impl=self.conv_impl)
     pre, mult = [], 1
     for _ in range(self.num_preprocess_blocks):
       for c in range(self.num_preprocess_cells):
         if c == self.num_preprocess_cells - 1:
-          pre.append(cells.ResidualCell(c_enc * mult * CHANNEL_MULT, "encoder", "down", use_se=self.use_se,
+          pre.append(cell(c_enc * mult * CHANNEL_MULT, "encoder", "down", use_se=self.use_se,
                                         conv_impl=self.conv_impl))
           mult *= CHANNEL_MULT
         else:
-          pre.append(cells.ResidualCell(c_enc * mult, "encoder", "none", use_se=self.use_se, conv_impl=self.conv_impl))
+          pre.append(cell(c_enc * mult, "encoder", "none", use_se=self.use_se, conv_impl=self.conv_impl))
     self.pre_process = pre
 
     enc_plan, mult = self._encoder_plan()
@@ -324,7 +328,7 @@ class Model(nn.Module):
       if kind == "combiner":
         enc_ops.append(cells.EncCombiner(ch, self.conv_impl))
       else:
-        enc_ops.append(cells.ResidualCell(ch, "encoder", "down" if kind == "down" else "none",
+        enc_ops.append(cell(ch, "encoder", "down" if kind == "down" else "none",
                                           use_se=self.use_se, conv_impl=self.conv_impl))
     self.enc_tower = enc_ops
     self.enc0 = cells.Conv2D(c_enc * mult, 1, use_bias=True, conv_impl=self.conv_impl)  # used as ELU-Conv-ELU
@@ -345,7 +349,7 @@ class Model(nn.Module):
       if kind == "combiner":
         dec_ops.append(cells.DecCombiner(ch, self.conv_impl))
       else:
-        dec_ops.append(cells.ResidualCell(ch, "decoder", "up" if kind == "up" else "none", expansion=6,
+        dec_ops.append(cell(ch, "decoder", "up" if kind == "up" else "none", expansion=6,
                                           use_se=self.use_se, conv_impl=self.conv_impl))
     self.dec_tower = dec_ops
     if self._vanilla:
@@ -359,11 +363,11 @@ class Model(nn.Module):
     for _ in range(self.num_postprocess_blocks):
       for c in range(self.num_postprocess_cells):
         if c == 0:
-          post.append(cells.ResidualCell(c_dec * mult // CHANNEL_MULT, "decoder", "up", expansion=3,
+          post.append(cell(c_dec * mult // CHANNEL_MULT, "decoder", "up", expansion=3,
                                          use_se=self.use_se, conv_impl=self.conv_impl))
           mult //= CHANNEL_MULT
         else:
-          post.append(cells.ResidualCell(c_dec * mult, "decoder", "none", expansion=3, use_se=self.use_se,
+          post.append(cell(c_dec * mult, "decoder", "none", expansion=3, use_se=self.use_se,
                                          conv_impl=self.conv_impl))
     self.post_process = post
     self.image_conditional = cells.Conv2D(self._num_output_params, 3, padding=1, use_bias=True,
@@ -497,8 +501,17 @@ class Model(nn.Module):
         kernels.append(out)
       return out
 
-    with nn.intercept_methods(collect):
-      params, aux = self._forward(x, train)
+    if not self.remat:
+      with nn.intercept_methods(collect):
+        params, aux = self._forward(x, train)
+      return params, aux, kernels
+    # A kernel computed inside a checkpointed cell cannot leave it through the interceptor (it would leak the
+    # checkpoint's tracer): collect them from a pass of the same model without remat on one example, whose
+    # activations XLA drops as unused (the kernels depend on the parameters only).
+    params, aux = self._forward(x, train)
+    _, _, kernels = self.clone(parent=None, remat=False).apply(
+        self.variables, x[:1], False, rngs={"sample": self.make_rng("sample")},
+        method=Model._forward_collecting_kernels)
     return params, aux, kernels
 
   # --- public API ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow_datasets as tfds
 
 from experiments import benchmark
@@ -33,10 +34,27 @@ def test_benchmark_times_the_trainers_step_and_the_wait_for_data(monkeypatch):
   assert result["images_per_sec"] > 0 and result["step_ms_min"] <= result["step_ms_median"]
   assert abs(result["images_per_sec"] - 1e3 * config.batch_size / result["step_ms_median"]) < 1e-6
   assert result["compile_s"] > 0 and result["flops_per_step"] > 0
+  assert result["matmul_tflops_per_sec"] > 0
+  assert result["mfu"] > 0
+  assert abs(result["mfu"] - result["tflops_per_sec"] / result["matmul_tflops_per_sec"]) < 1e-9 * result["mfu"]
+  memory = result["compiled_memory"]  # the state is donated: its outputs alias its arguments
+  assert 0 < memory["aliased_mib"] <= memory["arguments_mib"] and memory["temp_mib"] > 0
   assert result["params"] > 0 and result["peak_memory_mib"] > 0
   assert result["dataset"] == "cifar10" and result["cached"]
   assert result["waited_for_data"] and result["data_wait_ms"][0] > 100, result
   assert result["real_data_step_ms"][0] > result["data_wait_ms"][0] and result["real_over_synthetic"] > 1
+
+
+def test_paper_size_compiles_at_a_batch_per_device_without_arrays():
+  config = glow_cifar10.get_config("smoke")
+  result = benchmark.paper_size(config, "glow_cifar10", device_batch=2)
+  memory = result["compiled_memory"]
+  assert result["device_batch"] == 2 and result["flops_per_step"] > 0
+  total = memory["arguments_mib"] + memory["outputs_mib"] - memory["aliased_mib"] + memory["temp_mib"]
+  assert abs(memory["total_mib"] - total) < 1e-6 and memory["temp_mib"] > 0
+  assert result["fits_gib"] == {"16": True, "40": True, "80": True}  # a smoke model: a few MiB
+  with pytest.raises(ValueError, match="No paper batch per device is recorded for 'mine'"):
+    benchmark.paper_size(config, "mine")
 
 
 def test_data_only_times_the_pipeline_against_the_earlier_loader():
