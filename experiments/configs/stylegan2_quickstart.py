@@ -6,7 +6,15 @@ python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py
 python -m experiments.sample --config=experiments/configs/stylegan2_quickstart.py --workdir=/tmp/stylegan2
 
 Not an official config: the stylegan2-ada-pytorch `auto` recipe at reduced width (0.6M parameters) with DiffAugment.
-`:smoke` is a seconds-long check. README.md ("StyleGAN2") has the measurements and the early mode collapse.
+`:ada` swaps DiffAugment for StyleGAN2-ADA (pipeline 'bgc', target 0.6, p adjusted every 4 steps, ada_kimg 20),
+`:noaug` trains without augmentation; `:smoke` is a seconds-long check (combine as e.g. `:ada,smoke`).
+README.md ("StyleGAN2") has the measurements and the early mode collapse.
+
+ADA / DiffAugment / none on the same budget (`--config.total_steps=N`, the same seed and data):
+python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py:ada --workdir=/tmp/sg2_ada
+python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py:noaug --workdir=/tmp/sg2_noaug
+Not yet measured: on this project's shared 2-core machine (load 30-90 while it was tried) the three runs did not
+reach their first 100 steps in 57 minutes, so there are no ADA / DiffAugment / none figures here yet.
 """
 import ml_collections
 

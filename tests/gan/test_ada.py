@@ -24,6 +24,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 B, H = 16, 8
 TRANSFORMS = augment.BLIT + augment.GEOM + augment.COLOR
 aug = jax.jit(augment.ada_augment, static_argnums=3)
+# One compiled program per kind: the transforms differ only in the matrices, drawn eagerly (tiny [B, 3, 3] ops).
+geometric, color = jax.jit(augment.apply_geometric), jax.jit(augment.apply_color)
+
+
+def _one(x, rng, p, names):
+  """x through the transforms `names` (all geometric or all colour) at probability p."""
+  b, h, w, c = x.shape
+  if set(names) <= set(augment.BLIT + augment.GEOM):
+    return geometric(x, augment.geometric_matrix(rng, p, names, h, w, b))
+  return color(x, augment.color_matrix(rng, p, names, c, b))
 
 
 def _smooth_images(channels=3):
@@ -38,9 +48,9 @@ def _smooth_images(channels=3):
 def test_each_transform_is_the_identity_at_p0_and_changes_images_at_p1():
   x = jax.random.uniform(jax.random.key(0), (B, H, H, 3), minval=-1, maxval=1)
   for name in TRANSFORMS:
-    np.testing.assert_allclose(aug(x, jax.random.key(1), 0.0, (name,)), x, atol=2e-6, err_msg=name)
-    change = np.asarray(jnp.max(jnp.abs(aug(x, jax.random.key(1), 1.0, (name,)) - x), axis=(1, 2, 3)))
-    assert np.sum(change > 1e-2) >= B // 4, (name, change)  # most examples (xflip etc.: half of them)
+    np.testing.assert_allclose(_one(x, jax.random.key(1), 0.0, (name,)), x, atol=2e-6, err_msg=name)
+    change = np.asarray(jnp.max(jnp.abs(_one(x, jax.random.key(1), 1.0, (name,)) - x), axis=(1, 2, 3)))
+    assert np.sum(change > 1e-2) >= B // 8, (name, change)  # flips: each example with probability 1/2
   np.testing.assert_allclose(aug(x, jax.random.key(2), 0.0, "bgc"), x, atol=2e-6)
 
 
@@ -53,7 +63,7 @@ def test_blits_are_flips_rotations_and_integer_shifts():
            "rotate90": ([jnp.rot90(x, k, axes=(1, 2)) for k in range(4)], 0.05),
            "xint": ([jnp.roll(x, (dy, dx), axis=(1, 2)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 1e-5)}
   for name, (candidates, atol) in cases.items():
-    y = aug(x, jax.random.key(3), 1.0, (name,))
+    y = _one(x, jax.random.key(3), 1.0, (name,))
     inner = (slice(None), slice(1, -1), slice(1, -1))  # a shift reflects the border in: compare inside it
     errors = np.stack([np.max(np.abs(y - c)[inner], axis=(1, 2, 3)) for c in candidates], 1)  # [B, candidates]
     assert errors.min(1).max() < atol, (name, errors.min(1))
@@ -61,8 +71,8 @@ def test_blits_are_flips_rotations_and_integer_shifts():
 
 
 def test_geometric_pipeline_keeps_pixel_statistics():
-  x = jax.random.uniform(jax.random.key(4), (64, H, H, 3), minval=-1, maxval=1)
-  y = np.asarray(aug(x, jax.random.key(5), 1.0, "bg"))
+  x = jax.random.uniform(jax.random.key(4), (B, H, H, 3), minval=-1, maxval=1)
+  y = np.asarray(_one(x, jax.random.key(5), 1.0, augment.AUGPIPES["bg"]))
   assert np.isfinite(y).all()
   assert abs(y.mean() - float(x.mean())) < 0.05
   assert 0.6 < y.std() / float(x.std()) < 1.05  # bilinear resampling smooths a little, never amplifies
