@@ -183,7 +183,7 @@ def test_resume_with_ada_is_exact(tmp_path):
   restored.close()
   assert float(at3["ada"]["count"]) > 0  # a partial interval was checkpointed
   split = trainer.train_and_evaluate(_ada_smoke_config(cache, 5), str(tmp_path / "split"))
-  assert float(whole["ada"]["p"]) != float(stylegan2_quickstart.get_config("ada,smoke").model["augment_p"])
+  assert float(whole["ada"]["p"]) != 0.0  # p moved from its initial 0
   jax.tree.map(np.testing.assert_array_equal, whole, split)
 
 
