@@ -200,7 +200,7 @@ state = init(model, 4)
 state["ada"]["p"] = jnp.float32(0.5)  # every transform active in half the examples: the draws must agree too
 step = functools.partial(training.train_step, model=model, tx=training.make_optimizers(model), config={})
 one = jax.jit(step)(state, batch, jax.random.key(0))
-mesh = jax.make_mesh((4,), ("data",))
+mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))  # as trainer.make_mesh
 rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 many = jax.jit(step, in_shardings=(rep, split, rep), out_shardings=(rep, rep))(
     jax.device_put(state, rep), jax.device_put(batch, split), jax.random.key(0))
