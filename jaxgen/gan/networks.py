@@ -82,6 +82,15 @@ class Model:
   # Recompute each synthesis and discriminator block in the backward pass (jax.checkpoint) instead of storing its
   # activations: less memory at large resolutions, about one more forward pass of compute; same parameters.
   remat: bool = False
+  # Adaptive discriminator augmentation (StyleGAN2-ADA; jaxgen.gan.augment.ada_augment) of every image D sees:
+  # 'noaug', 'ada' (p starts at augment_p and moves toward E[sign(D(real))] = ada_target every ada_interval steps,
+  # by batch * ada_interval / (ada_kimg * 1000) each time) or 'fixed' (p = augment_p throughout); pipeline augpipe.
+  augment: str = "noaug"
+  augpipe: str = "bgc"
+  augment_p: float = 0.0
+  ada_target: float = 0.6
+  ada_interval: int = 4
+  ada_kimg: float = 500.0
   # Generator EMA.
   ema_kimg: float = 10.0
   ema_rampup: Optional[float] = None
@@ -107,6 +116,17 @@ class Model:
       raise ValueError("pl_batch_shrink must be >= 1.")
     augment.check_policy(self.diffaugment)
     ops.check_impl(self.conv_impl)
+    if self.augment not in ("noaug", "ada", "fixed"):
+      raise ValueError(f"config.model.augment must be 'noaug', 'ada' or 'fixed', got {self.augment!r}.")
+    if self.augment != "noaug":
+      augment.check_augpipe(self.augpipe)
+      if self.diffaugment:
+        raise ValueError(f"config.model.augment={self.augment!r} and diffaugment={self.diffaugment!r} both augment "
+                         f"D's inputs; set one of them off (augment='noaug' or diffaugment='').")
+      if c not in (1, 3):
+        raise ValueError(f"ADA augments 1- or 3-channel images, not {c}; set config.model.augment='noaug'.")
+      if self.ada_interval < 1 or self.ada_kimg <= 0 or self.augment_p < 0:
+        raise ValueError("config.model.ada_interval must be >= 1, ada_kimg > 0 and augment_p >= 0.")
 
   @property
   def num_ws(self):

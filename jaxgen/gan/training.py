@@ -6,6 +6,10 @@ losses, regularisers, the two optimisers, the train state and the pure step func
   D main:  L_D = softplus(D(G(z))) + softplus(-D(x))
   D reg:   L_R1 = gamma / 2 * |grad_x D(x)|^2, every `r1_interval` steps (lazy R1, Sec. 3.1)
   EMA of G with half-life `ema_kimg` thousand images and ramp-up.
+  ADA (Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data", Sec. 3): every image D
+  sees is augmented with probability p; every `ada_interval` steps, r_t = E[sign(D(real))] over the reals D saw
+  since the last adjustment (D main and R1) moves p by sign(r_t - ada_target) * B * ada_interval / (ada_kimg * 1000),
+  p >= 0 (`training_loop.py`). B is the global batch: under jit the sums span every device.
 Lazy regularisation runs the regulariser as its own optimiser step, multiplied by its interval, and corrects
 Adam: with c = interval / (interval + 1), lr <- lr * c and beta <- beta ** c (Sec. 3.1; `training_loop.py`).
 
@@ -19,6 +23,9 @@ The train state is the trainer's dict (jaxgen.training.steps), with a GAN's part
   pl_mean            float32 []        running mean of the path lengths
   opt                {"generator", "discriminator"}: optax.adam states
   stats              {"r1_penalty", "pl_penalty"}: the latest regulariser values
+  ada                only with config.model.augment 'ada' or 'fixed': {"p": the augmentation probability,
+                     "signs", "count": sum of sign(D(real)) and number of reals since the last adjustment} (float32
+                     []), so that a resumed run continues with the same p and the same partial interval
   skipped_updates, consecutive_skips   int32 []  (`steps.keep_if_finite`)
 """
 import math
@@ -42,8 +49,17 @@ def r1_penalty(d_fn, real):
   The gradient of the summed logits, as the official code (minibatch-stddev couples the examples, so this is not
   the per-example gradient of D(x_b) alone).
   """
-  grads = jax.grad(lambda x: jnp.sum(d_fn(x)))(real)  # [B, H, W, C]
-  return jnp.sum(jnp.square(grads), axis=(1, 2, 3))
+  return r1_penalty_and_logits(d_fn, real)[0]
+
+
+def r1_penalty_and_logits(d_fn, real):
+  """(`r1_penalty` [B], the logits D(real) [B] it differentiated)."""
+  def summed(x):
+    logits = d_fn(x)
+    return jnp.sum(logits), logits
+
+  grads, logits = jax.grad(summed, has_aux=True)(real)  # [B, H, W, C]
+  return jnp.sum(jnp.square(grads), axis=(1, 2, 3)), logits
 
 
 def path_length(synth_fn, ws, rng):
@@ -150,7 +166,11 @@ def init_state(rng, batch, *, model, tx, config):
   g_params = g_vars["params"]
   d_params = jax.jit(networks.Discriminator(model).init)(rng_d, images, labels)["params"]
   zero = jnp.zeros((), jnp.int32)
-  return {
+  ada = {}
+  if model.augment != "noaug":  # the key only where it is used: states of runs without ADA keep their layout
+    f32 = lambda v: jnp.full((), v, jnp.float32)
+    ada = {"ada": {"p": f32(model.augment_p), "signs": f32(0.0), "count": f32(0.0)}}
+  return ada | {
       "step": zero,
       "params": {"generator": g_params, "discriminator": d_params},
       "ema_params": jax.tree.map(jnp.copy, g_params),
@@ -205,11 +225,42 @@ def _synthesis(model, g_params, ws, rng_noise):
                                          rngs={"noise": rng_noise})
 
 
-def _discriminator(model, d_params, img, labels, rng_aug=None):
-  """D's logits [B]; with model.diffaugment and an `rng_aug`, D sees the DiffAugment of img."""
-  if model.diffaugment and rng_aug is not None:
+def _discriminator(model, d_params, img, labels, rng_aug=None, augment_p=None):
+  """D's logits [B]; with an `rng_aug`, D sees img augmented by model.diffaugment, or by ADA (model.augment) at
+  probability `augment_p`."""
+  if rng_aug is not None and model.diffaugment:
     img = augment.diff_augment(img, rng_aug, model.diffaugment)
+  elif rng_aug is not None and model.augment != "noaug":
+    img = augment.ada_augment(img, rng_aug, augment_p, model.augpipe)
   return networks.Discriminator(model).apply({"params": d_params}, img, labels)
+
+
+def _augment_p(state):
+  """The ADA probability of this step (None without ADA)."""
+  return state["ada"]["p"] if "ada" in state else None
+
+
+def _count_signs(state, sign_sum, count):
+  """state with `sign_sum` (the sum of sign(D(real)) over `count` reals) added to the ADA statistics (unchanged
+  without ADA)."""
+  if "ada" not in state:
+    return state
+  ada = state["ada"]
+  return dict(state, ada=dict(ada, signs=ada["signs"] + sign_sum, count=ada["count"] + count))
+
+
+def ada_adjust(ada, step, batch_size, *, model):
+  """The ADA heuristic after step `step` (0-based): when (step + 1) % ada_interval == 0, r_t = signs / count and
+  p <- max(p + sign(r_t - ada_target) * batch_size * ada_interval / (ada_kimg * 1000), 0), statistics reset.
+  Unchanged for augment='fixed'."""
+  if model.augment != "ada":
+    return ada
+  due = (step + 1) % model.ada_interval == 0
+  r_t = ada["signs"] / jnp.maximum(ada["count"], 1.0)
+  adjust = jnp.sign(r_t - model.ada_target) * (batch_size * model.ada_interval) / (model.ada_kimg * 1000)
+  zero = jnp.zeros((), jnp.float32)
+  return {"p": jnp.where(due, jnp.maximum(ada["p"] + adjust, 0.0), ada["p"]),
+          "signs": jnp.where(due, zero, ada["signs"]), "count": jnp.where(due, zero, ada["count"])}
 
 
 def _accumulated(grads_fn, state, batch, rng, model, accum):
@@ -227,7 +278,7 @@ def _g_main_grads(state, batch, rng, *, model):
   def loss_fn(g_params):
     ws, w = _run_mapping(model, g_params, z, labels, rng_mix, mixing=True)
     img = _synthesis(model, g_params, ws, rng_noise)
-    logits = _discriminator(model, state["params"]["discriminator"], img, labels, rng_aug)
+    logits = _discriminator(model, state["params"]["discriminator"], img, labels, rng_aug, _augment_p(state))
     return jnp.mean(jax.nn.softplus(-logits)), (w, logits)
 
   (loss, (w, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["generator"])
@@ -290,21 +341,24 @@ def _d_main_grads(state, batch, rng, *, model):
   fake = jax.lax.stop_gradient(_synthesis(model, g_params, ws, rng_noise))
 
   def loss_fn(d_params):
-    fake_logits = _discriminator(model, d_params, fake, gen_labels, rng_aug_fake)
-    real_logits = _discriminator(model, d_params, real, real_labels, rng_aug_real)
+    fake_logits = _discriminator(model, d_params, fake, gen_labels, rng_aug_fake, _augment_p(state))
+    real_logits = _discriminator(model, d_params, real, real_labels, rng_aug_real, _augment_p(state))
     loss = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
     return loss, (fake_logits, real_logits)
 
   (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state["params"]["discriminator"])
   return {"grads": grads, "w": jnp.mean(w, axis=0), "d_loss": loss, "real_score": jnp.mean(real_logits),
-          "d_fake_score": jnp.mean(fake_logits), "real_sign": jnp.mean(jnp.sign(real_logits))}
+          "d_fake_score": jnp.mean(fake_logits), "real_sign": jnp.mean(jnp.sign(real_logits)),
+          "sign_sum": jnp.sum(jnp.sign(real_logits))}
 
 
 def d_main_step(state, batch, rng, *, model, tx, accum=1):
   """One D step on mean(softplus(D(G(z)))) + mean(softplus(-D(x))). Updates D, its Adam state and w_avg."""
   out = _accumulated(_d_main_grads, state, batch, rng, model, accum)
   grads = out.pop("grads")
+  # The micro-batches' mean of their sign sums, times their number: the batch's sum (exact: small integers).
+  state = _count_signs(state, out.pop("sign_sum") * accum, batch["image"].shape[0])
   new = dict(_update(state, "discriminator", tx, grads),
              w_avg=networks.update_w_avg(state["w_avg"], out.pop("w")[None], model.w_avg_beta))
   return new, out | {"d_grads_finite": steps.all_finite(grads)}
@@ -316,17 +370,20 @@ def _d_reg_grads(state, batch, rng, *, model):
   gain = model.r1_interval or 1
 
   def loss_fn(d_params):
-    penalty = r1_penalty(lambda x: _discriminator(model, d_params, x, labels, rng), real)  # [B]
-    return jnp.mean(penalty * (model.r1_gamma / 2)) * gain, jnp.mean(penalty)
+    d_fn = lambda x: _discriminator(model, d_params, x, labels, rng, _augment_p(state))
+    penalty, logits = r1_penalty_and_logits(d_fn, real)  # [B], [B]
+    return jnp.mean(penalty * (model.r1_gamma / 2)) * gain, (jnp.mean(penalty), logits)
 
-  (_, penalty), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["discriminator"])
-  return {"grads": grads, "penalty": penalty}
+  (_, (penalty, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"]["discriminator"])
+  return {"grads": grads, "penalty": penalty, "sign_sum": jnp.sum(jnp.sign(jax.lax.stop_gradient(logits)))}
 
 
 def d_reg_step(state, batch, rng, *, model, tx, accum=1):
   """Lazy R1 step: loss = mean(gamma / 2 * |grad_x D(x)|^2) * r1_interval on the real batch (with DiffAugment,
-  the gradient of D(augment(x)) w.r.t. the un-augmented x, as DiffAugment and ADA do)."""
+  the gradient of D(augment(x)) w.r.t. the un-augmented x, as DiffAugment and ADA do). With ADA, these D(real)
+  count toward r_t too, as in the official code."""
   out = _accumulated(_d_reg_grads, state, batch, rng, model, accum)
+  state = _count_signs(state, out["sign_sum"] * accum, batch["image"].shape[0])
   return dict(_update(state, "discriminator", tx, out["grads"]), stats=dict(state["stats"], r1_penalty=out["penalty"]))
 
 
@@ -364,7 +421,7 @@ def train_step(state, batch, rng, *, model, tx, config):
   An iteration whose losses, regulariser values or main gradients are not finite is skipped as a whole
   (`steps.keep_if_finite`: state kept, step advanced, counted). Metrics: "g_loss", "d_loss", the scores,
   "r1_penalty" / "pl_penalty" (latest regularisation step), "pl_mean", "ema_beta", "g_lr" / "d_lr" (the lazily
-  corrected rates used), "skipped_updates", "consecutive_skips".
+  corrected rates used), "skipped_updates", "consecutive_skips"; with ADA, "augment_p" (the p this step used).
   """
   batch = {"image": networks.pad_images(batch["image"], model.resolution), "label": batch["label"]}
   step = state["step"]
@@ -383,6 +440,9 @@ def train_step(state, batch, rng, *, model, tx, config):
     new = fn(new) if model.r1_interval is None else jax.lax.cond(step % model.r1_interval == 0, fn, lambda s: s, new)
   new, m = ema_step(new, batch["image"].shape[0], model=model)
   metrics |= m | new["stats"] | {"pl_mean": new["pl_mean"]}
+  if "ada" in new:
+    new = dict(new, ada=ada_adjust(new["ada"], step, batch["image"].shape[0], model=model))
+    metrics |= {"augment_p": state["ada"]["p"]}  # the p this step used
 
   finite = metrics.pop("g_grads_finite") & metrics.pop("d_grads_finite")
   for key in ("g_loss", "d_loss", "r1_penalty", "pl_penalty"):
