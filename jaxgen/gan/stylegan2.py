@@ -21,6 +21,7 @@ from jaxgen.gan.networks import Model  # noqa: F401  (the family's Model, built 
 from jaxgen.gan.networks import tiny  # noqa: F401  (the family's Model, built as Model(**config.model))
 from jaxgen.metrics import classifier
 from jaxgen.metrics import sample_quality
+from jaxgen.metrics import vgg16
 from jaxgen.training import family
 from jaxgen.training import figures as figures_lib
 
@@ -172,8 +173,8 @@ def project(g_params, target, w_avg, w_std, noise_const, *, model, steps=1000, w
   Gaussian noise of scale w_std * initial_noise_factor * max(0, 1 - t / noise_ramp_length)^2 is added to w; the loss
   is the feature distance plus regularize_noise_weight * `noise_regularization`, and the maps are renormalised after
   each step. W mode (default, as the official code) optimises one w for all layers; `w_plus` one w per layer
-  (W+, Abdal et al. 2019). The official distance is VGG16 LPIPS; here it is the squared error of `feature_fn`
-  (identity: pixels; `perceptual_features` gives a classifier-feature LPIPS).
+  (W+, Abdal et al. 2019). The distance is the squared error of `feature_fn` (identity: pixels;
+  `projection_features` gives the official VGG16 LPIPS, or a classifier-feature LPIPS).
 
   Args:
     target: one image, uint8 [R, R, C].
@@ -230,17 +231,39 @@ def project(g_params, target, w_avg, w_std, noise_const, *, model, steps=1000, w
   return Projection(w, noise, distance(w, noise), ws_steps)
 
 
-DISTANCES = ("classifier", "pixel")
+DISTANCES = ("classifier", "pixel", "vgg16")
 
 
-def projection_features(s, distance="classifier"):
+def _vgg16_features(variables, x, *, image_shape, conv_impl):
+  x = vgg16.projector_input(networks.crop_images(x, image_shape))
+  return vgg16.lpips_features(variables, x, conv_impl=conv_impl)
+
+
+def _classifier_features(params, x, *, image_shape, net):
+  return classifier.perceptual_features(params, (networks.crop_images(x, image_shape) + 1.0) * 127.5, model=net)
+
+
+def projection_features(s, distance="classifier", vgg16_weights=None):
   """The projector's `feature_fn` for `distance`: "classifier", the LPIPS-style `perceptual_features` of the offline
-  classifier trained on config.dataset (config.sample_metrics' classifier settings; cached), or "pixel" (squared
-  error of the [-1, 1] pixels). Images are cropped to the data's shape first (padding is no part of the image)."""
+  classifier trained on config.dataset (config.sample_metrics' classifier settings; cached); "pixel" (squared
+  error of the [-1, 1] pixels); or "vgg16", the official distance: VGG16 LPIPS features (`jaxgen.metrics.vgg16`)
+  of the weights in `vgg16_weights` (the .npz path, or the variables `vgg16.load_variables` returned), behind the
+  official front end `vgg16.projector_input` (gray -> RGB; area-downsampled to 256x256 when larger; kept at native
+  size when smaller, except below 16x16, upsampled by pixel repetition). Images are cropped to the data's shape
+  first (padding is no part of the image).
+
+  The function is a `jax.tree_util.Partial` holding the network's weights as pytree leaves: passed to a jitted
+  function as an argument (as `project_image` does), the weights are inputs, not constants baked into the program
+  (59 MB for VGG16)."""
   model = s.model
-  crop = lambda x: networks.crop_images(x, model.image_shape)
   if distance == "pixel":
-    return crop
+    return jax.tree_util.Partial(functools.partial(networks.crop_images, image_shape=model.image_shape))
+  if distance == "vgg16":
+    if vgg16_weights is None:
+      raise ValueError(f"The vgg16 distance needs VGG16 LPIPS weights: pass --vgg16=FILE ({vgg16.HOW_TO_CONVERT}).")
+    variables = vgg16_weights if isinstance(vgg16_weights, dict) else vgg16.load_variables(vgg16_weights)
+    fn = functools.partial(_vgg16_features, image_shape=model.image_shape, conv_impl=model.conv_impl)
+    return jax.tree_util.Partial(fn, variables)
   if distance != "classifier":
     raise ValueError(f"distance={distance!r}: use one of {DISTANCES}.")
   if s.train_data.num_classes < 2:
@@ -248,20 +271,19 @@ def projection_features(s, distance="classifier"):
                      f"none; pass --distance=pixel.")
   net, params = sample_quality.trained_classifier(s.config.dataset, s.config.data_dir,
                                                   sample_quality.settings(s.config), seed=s.config.seed)
-  return lambda x: classifier.perceptual_features(params, (crop(x) + 1.0) * 127.5, model=net)
+  return jax.tree_util.Partial(functools.partial(_classifier_features, image_shape=model.image_shape, net=net), params)
 
 
 def project_image(s, state, image, *, steps=1000, w_plus=False, optimize_noise=True, distance="classifier",
-                  w_avg_samples=W_AVG_SAMPLES, seed=303):
-  """`project` of the EMA generator onto one uint8 image [H, W, C] (the data's shape), ws recorded at every step.
-  Returns (Projection, uint8 [H, W, C] projected image)."""
+                  w_avg_samples=W_AVG_SAMPLES, seed=303, vgg16_weights=None):
+  """`project` of the EMA generator onto one uint8 image [H, W, C] (the data's shape), ws recorded at every step;
+  `distance` and `vgg16_weights` as `projection_features`. Returns (Projection, uint8 [H, W, C] projected image)."""
   model, g = s.model, state["ema_params"]
-  feature_fn = projection_features(s, distance)
+  feature_fn = projection_features(s, distance, vgg16_weights=vgg16_weights)
   w_avg, w_std = jax.jit(functools.partial(w_stats, model=model, num_samples=w_avg_samples))(g)
   target = networks.pad_images(jnp.asarray(image)[None], model.resolution)[0]  # [R, R, C]
-  fn = jax.jit(functools.partial(project, model=model, steps=steps, optimize_noise=optimize_noise,
-                                 feature_fn=feature_fn, record_steps=True))
-  p = fn(g, target, w_avg, w_std, state["noise_const"], w_plus=w_plus, rng=jax.random.key(seed))
+  fn = jax.jit(functools.partial(project, model=model, steps=steps, optimize_noise=optimize_noise, record_steps=True))
+  p = fn(g, target, w_avg, w_std, state["noise_const"], w_plus=w_plus, rng=jax.random.key(seed), feature_fn=feature_fn)
   return p, render(g, p.ws[None], p.noise, model=model)[0]
 
 
