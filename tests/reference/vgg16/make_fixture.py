@@ -12,7 +12,7 @@ Neither torchvision's 528 MB vgg16-397923af.pth nor lpips's vgg.pth is used: `ra
 `features.*` weights (He-normal, so activations keep their scale through 13 ReLU layers; biases 0.01 N) and
 non-negative lin weights (U(0, 1)) from a seed, a pure function of (name, shape, seed) in numpy, and `images` two
 32x32 RGB images in [-1, 1]; the test rebuilds both without torch. `lpips.LPIPS(net='vgg', pretrained=False,
-pnet_rand=True)` gets them through load_state_dict (strict), in float64, and writes official.npz (about 13 KB):
+pnet_rand=True)` gets them through load_state_dict (strict), in float64, and writes official.npz (16 KB):
   distance [2]     LPIPS(images[0], images[1]) and LPIPS(images[1], images[0]) (lpips=True, the v0.1 forward)
   per_layer [5]    its `retPerLayer` terms (relu1_2 .. relu5_3)
   distance_equal   the same with lpips=False (no lin layers: every channel weighted 1), the converted file's meaning
