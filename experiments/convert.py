@@ -44,6 +44,10 @@ def family_module(name):
 def run(family, checkpoint, workdir, config_overrides=None):
   """read -> convert -> write_run; returns the config file written in workdir."""
   module = family_module(family)
+  if hasattr(module, "write_npz"):  # inception, vgg16: a metric network's weights, not a run
+    raise convert.ConversionError(f"--family={family} holds a metric network's weights, which convert to an .npz, "
+                                  f"not a run: python -c \"from jaxgen.convert import {family}; "
+                                  f"{family}.write_npz('IN.pth', 'OUT.npz')\" (jaxgen.convert.{family}'s docstring).")
   convert.check_workdir(workdir)  # before the (slow) read
   config, variables = module.convert(module.read(checkpoint), config_overrides or {})
   return convert.write_run(config, variables, workdir)

@@ -40,6 +40,8 @@ def test_a_workdir_that_holds_a_run_is_refused_before_reading(tmp_path):
     convert_cli.run("glow", "/no/such/file.pt", str(tmp_path))
   with pytest.raises(convert.ConversionError, match="--family='nvea' is not a module of jaxgen.convert"):
     convert_cli.run("nvea", "/no/such/file.pt", str(tmp_path / "new"))
+  with pytest.raises(convert.ConversionError, match="vgg16.write_npz"):  # weights for a metric, not a run
+    convert_cli.run("vgg16", "/no/such/file.pth", str(tmp_path / "new"))
 
 
 def test_cli_overrides_become_a_dict():
