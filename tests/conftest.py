@@ -18,6 +18,12 @@ import pytest
 
 CACHE_DIR = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "jaxgen-test-xla-cache"))
+# A size limit turns on JAX's file lock around every cache read and write (jax._src.lru_cache). Without it, two
+# processes that compile the same program (the xdist workers, the two-process tests, a CLI subprocess) can read an
+# entry while another writes it, and deserialising half an executable aborts the process. In the environment, so
+# that subprocesses lock too.
+jax.config.update("jax_compilation_cache_max_size",
+                  int(os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 * 2**30))))
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
