@@ -114,7 +114,10 @@ class _ConfigFileWithDefaults(config_flags.ConfigFileFlagParser):
 
 
 def define_config_flag(flag_values=flags.FLAGS, sys_argv=None):
-  """The scripts' `--config=FILE[:VARIANT]` flag: the file's config, locked, with the trainer's defaults present."""
+  """The scripts' `--config=FILE[:VARIANT]` flag: the file's config, locked, with the trainer's defaults present.
+  Defined once per `flag_values`: scripts imported into one process (tests, notebooks) share it."""
+  if "config" in flag_values and isinstance(flag_values["config"], config_flags._ConfigFlag):  # pylint: disable=protected-access
+    return flags.FlagHolder(flag_values, flag_values["config"])
   flag = config_flags._ConfigFlag(  # pylint: disable=protected-access; the public DEFINE takes no parser
       parser=_ConfigFileWithDefaults(name="config", lock_config=True), serializer=flags.ArgumentSerializer(),
       name="config", default=None, help_string="Path to an experiment config file (FILE.py or FILE.py:VARIANT).",

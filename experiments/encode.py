@@ -17,7 +17,6 @@ import io
 from absl import flags
 from etils import epath
 import jax
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli
@@ -28,9 +27,9 @@ from jaxgen.training import figures
 from jaxgen.training import trainer
 from jaxgen.training import writers
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: WORKDIR/config.json).",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a Glow or NVAE run (experiments.train or convert).")
+_CONFIG = cli.define_config_flag()  # default: WORKDIR/config.json
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a Glow or NVAE run (experiments.train or convert).",
+                                   allow_override=True)  # tests import it beside other scripts' --workdir
 _IMAGES = flags.DEFINE_list("images", None, "Image files to encode.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default WORKDIR/encode).")
 _STEPS = flags.DEFINE_integer("interpolation_steps", 8, "Images per interpolation row (ends included).")

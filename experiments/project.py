@@ -17,7 +17,6 @@ import io
 from absl import flags
 from etils import epath
 import jax
-from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
@@ -29,9 +28,9 @@ from jaxgen.training import checkpoints
 from jaxgen.training import trainer
 from jaxgen.training import writers
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: WORKDIR/config.json).",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a StyleGAN2 run (experiments.train or convert).")
+_CONFIG = cli.define_config_flag()  # default: WORKDIR/config.json
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a StyleGAN2 run (experiments.train or convert).",
+                                   allow_override=True)  # tests import it beside other scripts' --workdir
 _IMAGE = flags.DEFINE_string("image", None, "Image file to project.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default WORKDIR/projection/NAME).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 1000, "Optimisation steps (official: 1000).")

@@ -24,8 +24,8 @@ def execute(name, workdir):
 
 @pytest.fixture
 def fast_kernel_env(tmp_path, monkeypatch):
-  """The kernel inherits these: fast mode, this checkout first on the path, the suite's XLA cache for every compile
-  (JAX_COMPILATION_CACHE_DIR and JAX_DISABLE_MOST_OPTIMIZATIONS come from conftest.py)."""
+  """The kernel inherits these: fast mode, this checkout first on the path, JAX_DISABLE_MOST_OPTIMIZATIONS (from
+  conftest.py) and, where the user set JAX_COMPILATION_CACHE_DIR, the cache for every compile."""
   monkeypatch.setenv("JAXGEN_NOTEBOOK_FAST", "1")
   monkeypatch.setenv("JAXGEN_NOTEBOOK_DIR", str(tmp_path / "runs"))
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))

@@ -48,7 +48,7 @@ def free_port():
 
 
 def child_env(devices):
-  # The XLA compilation cache of tests/conftest.py (JAX_COMPILATION_CACHE_DIR), for every program.
+  # Cache settings for every program where the user set JAX_COMPILATION_CACHE_DIR (tests/conftest.py sets none).
   # (jax_share_binary_between_hosts, process 0 compiling for both, left process 1 waiting until gloo's 30 s
   # deadline passed in orbax's first collective: each process compiles its own programs.)
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
