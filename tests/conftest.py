@@ -1,5 +1,6 @@
 """Shared test setup: the environment every test and subprocess runs in (no optimisation passes, a private jaxgen
 cache), an in-memory gs:// filesystem and helpers for perturbing zero-initialised parameters."""
+import gc
 import os
 import tempfile
 
@@ -16,10 +17,21 @@ import jax
 import numpy as np
 import pytest
 
-# No persistent XLA compilation cache: with one shared by the workers and subprocesses, three suite runs in a row
-# (2026-12-01, jax 0.10.2) lost a worker to a crash inside XLA while it serialised or deserialised a cached
-# executable (segfault / abort in compilation_cache.put_executable_and_time / get_executable_and_time), with the
-# cache's file lock on, and xdist then hung. A user may still set JAX_COMPILATION_CACHE_DIR for a local warm loop.
+# No persistent XLA compilation cache: three suite runs lost a worker to a segfault / abort inside XLA while it
+# compiled, serialised or loaded an executable, which is what a process past vm.max_map_count gets
+# (`_release_compiled_programs`); the cache, shared by workers and subprocesses, was suspected first and stays off
+# (it saves little on a cold CI machine). A user may still set JAX_COMPILATION_CACHE_DIR for a local warm loop.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops every compiled program after each test module. Each XLA:CPU executable holds a few memory mappings of
+  its own (3 for a tiny jit, more for a train step), and an xdist worker that lives through hundreds of modules
+  otherwise passes Linux's vm.max_map_count (65,530): its next compile or cache load then dies in a segfault or
+  abort inside XLA (seen 2026-12-01 at 34.5k maps half-way through a run, with the crashed worker the other half)."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 def perturb(tree, scale=0.02, seed=0):
