@@ -3,9 +3,9 @@ mapping layers, resolution blocks, bits) and only narrows widths (NVAE: one late
 block); every one builds at the real resolution (`trainer.setup` traces the model's init) and trains one step on
 synthetic images of the real shape (the datasets are manual downloads, unavailable offline).
 
-Init and step compile with XLA:CPU's elemental emitters (`FAST_COMPILE`, also the suite's default: tests/conftest.py),
-faster than its default fusion emitters at JAX_DISABLE_MOST_OPTIMIZATIONS (nvae_imagenet32's step: 72 -> 9 CPU s).
-Init + step cost (CPU s, setup to first step, on a loaded 2-core machine, before the suite's elemental emitters):
+Init and step compile with XLA:CPU's elemental emitters (the suite's XLA_FLAGS, tests/conftest.py), faster than its
+default fusion emitters at JAX_DISABLE_MOST_OPTIMIZATIONS (nvae_imagenet32's step: 72 -> 9 CPU s).
+Init + step cost (CPU s, setup to first step, on a loaded 2-core machine):
 nvae_imagenet32 21, nvae_celeba64 76, nvae_celebahq256 104, nvae_ffhq256 83, stylegan2_ffhq256 100,
 stylegan2_ffhq1024 97. The last five would take half the suite's 15-minute budget on one xdist worker (a module is
 one scope), so they carry the `paper` mark, which the default command deselects (pyproject addopts):
@@ -23,8 +23,6 @@ from jaxgen.training import trainer
 
 PAPER_CONFIGS = ("glow_imagenet32", "glow_celebahq256", "nvae_imagenet32", "nvae_celeba64", "nvae_celebahq256",
                  "nvae_ffhq256", "stylegan2_ffhq256", "stylegan2_ffhq1024", "lmconv_celebahq64")
-# Same HLO, same math; the fusion emitters' code generation is what is slow on programs this size (module docstring).
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False}
 IN_BUDGET = ("glow_imagenet32", "glow_celebahq256", "nvae_imagenet32", "lmconv_celebahq64")
 STEPPED = [pytest.param(name, marks=() if name in IN_BUDGET else pytest.mark.paper) for name in PAPER_CONFIGS]
 # The only config.model keys a :smoke variant may change: widths, depths within a level, regulariser intervals.
@@ -68,7 +66,6 @@ def test_smoke_builds_at_the_real_resolution(name):
 @pytest.mark.parametrize("name", STEPPED)
 def test_smoke_trains_one_step_at_the_real_resolution(name):
   _, config = _configs(name)
-  config.xla_cpu_options = dict(config.get("xla_cpu_options", {}), **FAST_COMPILE)  # the step's compile options
   s = _setup(config)
   batch = next(s.input.train_batches(0))
   assert batch["image"].shape == (config.batch_size,) + tuple(config.model.image_shape)
