@@ -190,14 +190,15 @@ def benchmark(config, steps=10, warmup=3, peak_tflops=0.0, real_data=False, roun
 def _real_data_steps(s, compiled, state, synthetic, rng, steps, warmup, rounds):
   """Steps as the trainer's loop runs them (next batch, already on the devices; dispatch), fed alternately by the
   input pipeline and by `synthetic`, one batch already on the devices; per round, the mean step over `steps` steps
-  and the time blocked in next(batches)."""
+  and the time blocked in next(batches). Rounds alternate which kind runs first (real, synthetic, synthetic, real,
+  ...), so a machine that speeds up or slows down during the run favours neither."""
   t0 = time.perf_counter()
   batches = s.input.train_batches(0, put=s.batch)  # as the trainer: decoded, augmented, on the devices
   next(batches)  # the split is decoded into memory first where it fits config.data_cache_mb
   first_batch_s = time.perf_counter() - t0
   real, fake, waits = [], [], []
-  for _ in range(rounds):
-    for kind in ("real", "synthetic"):
+  for r in range(rounds):
+    for kind in ("real", "synthetic")[::1 if r % 2 == 0 else -1]:
       wait = 0.0
       for i in range(warmup + steps):
         if i == warmup:
@@ -219,6 +220,7 @@ def _real_data_steps(s, compiled, state, synthetic, rng, steps, warmup, rounds):
           "cached": isinstance(s.input.cached("train")._source, dict), "first_batch_s": first_batch_s,
           "real_data_step_ms": [1e3 * t for t in real], "synthetic_step_ms": [1e3 * t for t in fake],
           "data_wait_ms": [1e3 * t for t in waits], "real_over_synthetic": ratio,
+          "real_over_synthetic_per_round": [r / f for r, f in zip(real, fake)],
           "waited_for_data": bool(statistics.median(waits) > 0.01 * statistics.median(real))}
 
 

@@ -297,8 +297,8 @@ def conv2d(x, w, padding=((0, 0), (0, 0)), stride=1, groups=1, taps=None, precis
   in the form XLA:CPU runs fastest for its shape. Equals `lax_conv(x, w, padding, stride, groups)`.
 
   Dense (groups = 1): 1x1 -> `channel_matmul`; masked kernels with static live `taps` -> `conv_taps`;
-  3x3 with enough tiles and channels -> `conv3x3_winograd`; at most half as many output as input channels ->
-  `conv_shift_add`; input channels in `XLA_CONV_CHANNELS` and at most twice as many outputs -> XLA's convolution;
+  at most half as many output as input channels -> `conv_shift_add`; 3x3 with enough tiles and channels ->
+  `conv3x3_winograd`; input channels in `XLA_CONV_CHANNELS` and at most twice as many outputs -> XLA's convolution;
   else `conv_im2col` (strided: only the kept outputs).
   Depthwise (groups = I = O) -> `depthwise_conv_shifted`. Other grouped convolutions (StyleGAN2's fused modulated
   convolution) -> `grouped_conv2d` (stride 1) or `conv_strided_polyphase`.
@@ -311,10 +311,12 @@ def conv2d(x, w, padding=((0, 0), (0, 0)), stride=1, groups=1, taps=None, precis
     if stride == 1:
       if taps is not None:
         return conv_taps(x, w, padding, taps, precision)
-      if _use_winograd(x, w, padding, stride):
-        return conv3x3_winograd(x, w, padding, precision)
+      # Few outputs: shift-add's one matmul beats Winograd, whose input transform alone costs O(C_in) per tile
+      # (Glow :bench, its 256 -> 12 output convolutions at 16x16: 1.5x slower step with Winograd, BENCHMARKS.md).
       if 2 * c_out <= c_in:
         return conv_shift_add(x, w, padding, precision)
+      if _use_winograd(x, w, padding, stride):
+        return conv3x3_winograd(x, w, padding, precision)
     if XLA_CONV_CHANNELS[0] <= c_in < XLA_CONV_CHANNELS[1] and c_out <= 2 * c_in:
       return lax_conv(x, w, padding, stride, precision=precision)
     return conv_im2col(x, w, padding, stride, precision)

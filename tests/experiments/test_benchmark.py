@@ -43,6 +43,7 @@ def test_benchmark_times_the_trainers_step_and_the_wait_for_data(monkeypatch):
   assert result["dataset"] == "cifar10" and result["cached"]
   assert result["waited_for_data"] and result["data_wait_ms"][0] > 100, result
   assert result["real_data_step_ms"][0] > result["data_wait_ms"][0] and result["real_over_synthetic"] > 1
+  assert result["real_over_synthetic_per_round"] == [pytest.approx(result["real_over_synthetic"])]
 
 
 def test_paper_size_compiles_at_a_batch_per_device_without_arrays():

@@ -69,6 +69,19 @@ def test_conv2d_dispatches_to_winograd_on_large_batches(monkeypatch):
   assert calls == [1]
 
 
+def test_conv2d_prefers_shift_add_to_winograd_for_few_outputs(monkeypatch):
+  """At most half as many outputs as inputs (Glow's zero-initialised output convolutions): shift-add, even where
+  Winograd's tile and channel thresholds are met."""
+  calls = []
+  for form in ("conv3x3_winograd", "conv_shift_add"):
+    monkeypatch.setattr(matmul, form, lambda *a, form=form, **k: calls.append(form))
+  monkeypatch.setattr(matmul, "WINOGRAD_MIN_CHANNEL_PAIRS", 1)
+  monkeypatch.setattr(matmul, "WINOGRAD_MIN_TILES", 1)
+  ops.conv2d(_normal((2, 8, 8, 8), 0), _normal((3, 3, 8, 4), 1), 1, impl="matmul")
+  ops.conv2d(_normal((2, 8, 8, 8), 0), _normal((3, 3, 8, 5), 1), 1, impl="matmul")
+  assert calls == ["conv_shift_add", "conv3x3_winograd"]
+
+
 @pytest.mark.parametrize("padding", [((1, 1), (1, 1)), ((0, 0), (2, 0)), ((2, 0), (0, 2))])
 def test_winograd_conv_matches_xla_first_and_second_order(padding):
   """F(2x2, 3x3) Winograd equals the direct convolution to float round-off, with its gradients and R1's."""
