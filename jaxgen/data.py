@@ -189,7 +189,8 @@ def _missing_data_error(name, data_dir, where):
 def load(name, split, data_dir=None, cache_dir=None):
   """Returns a `Dataset` for `name` ("digits", "folder:DIR" or a TFDS name) and `split` ("train", "test", ...).
 
-  cache_dir: where the shards of a folder on an object store (folder:gs://...) are copied (`prepared.stage`).
+  cache_dir: where the shards of a folder on an object store (folder:gs://...) are copied (`prepared.stage`), and
+    the split's files of a TFDS data_dir on one (gs://..., `prepared.stage_tfds`).
   """
   if name == BUNDLED:
     return _load_bundled(split)
@@ -199,9 +200,9 @@ def load(name, split, data_dir=None, cache_dir=None):
     source, info = prepared.open_split(name[len(FOLDER):], split, cache_dir)
     return Dataset(name, split, len(source), tuple(info["image_shape"]), info["num_classes"], source)
   if data_dir and "://" in str(data_dir):
-    raise ValueError(f"config.data_dir={data_dir} is not a local directory: TFDS reads array_record files, which "
-                     f"cannot be opened on object stores; copy it to this host's disk (gsutil -m cp -r) and pass that, "
-                     f"or prepare your images as --config.dataset=folder:gs://... (experiments.prepare_data).")
+    from jaxgen import prepared  # pylint: disable=g-import-not-at-top
+
+    data_dir = prepared.stage_tfds(name, data_dir, split, cache_dir)  # array_record reads local files only
   import tensorflow_datasets as tfds  # imported here: the bundled dataset and tests do not need it
 
   try:

@@ -138,6 +138,35 @@ def file_digest(path, copy_to=None):
   return size, digest.hexdigest()
 
 
+def _copy_checked(files, local, what, mismatch):
+  """Copies each (remote epath, expected {"bytes": n[, "sha256": hex]}) of `files` into the local directory `local`
+  unless `<name>.verified` there records the same expectation for a file of that size. Each goes through a
+  temporary name of this process (hosts may share a cache directory), is checked, renamed, then marked; a copy that
+  does not match raises `mismatch(src, size, sha256, expected)`. Refuses before copying when the disk lacks room."""
+  def done(src, expected):
+    marker, dst = local / f"{src.name}.verified", local / src.name
+    return (marker.exists() and json.loads(marker.read_text()) == expected and dst.exists()
+            and dst.stat().length == expected["bytes"])
+
+  todo = [(src, expected) for src, expected in files if not done(src, expected)]
+  need, free = sum(e["bytes"] for _, e in todo), shutil.disk_usage(local).free
+  if need > free:
+    raise OSError(f"Staging {what} needs {need / 2**30:.2f} GiB in {local}, which has {free / 2**30:.2f} GiB free; "
+                  f"set --config.data_cache_dir to a local disk with room.")
+  if todo:
+    logger.info("Copying %d file(s) (%.2f GiB) of %s to %s.", len(todo), need / 2**30, what, local)
+  for src, expected in todo:
+    partial = local / f"{src.name}.{os.getpid()}.partial"
+    size, sha256 = file_digest(src, copy_to=partial)
+    if size != expected["bytes"] or expected.get("sha256") not in (None, sha256):
+      partial.unlink()
+      raise mismatch(src, size, sha256, expected)
+    partial.replace(local / src.name)
+    marker_partial = local / f"{src.name}.verified.{os.getpid()}.partial"
+    marker_partial.write_text(json.dumps(expected))
+    marker_partial.replace(local / f"{src.name}.verified")
+
+
 def stage(root, info, split, cache_dir=None):
   """Copies the shards of `split` of the remote dataset `root` to a local directory and returns it (an epath).
 
@@ -149,34 +178,54 @@ def stage(root, info, split, cache_dir=None):
   key = hashlib.sha256((str(root) + json.dumps(info, sort_keys=True)).encode()).hexdigest()[:12]
   local = epath.Path(cache_dir or default_cache_dir()).expanduser() / f"{root.name}-{key}"
   local.mkdir(parents=True, exist_ok=True)
-  todo = []
-  for shard in info["splits"][split]["shards"]:
-    expected = {"bytes": shard.get("bytes") or (root / shard["file"]).stat().length, "sha256": shard.get("sha256")}
-    marker, dst = local / f"{shard['file']}.verified", local / shard["file"]
-    if not (marker.exists() and json.loads(marker.read_text()) == expected and dst.exists()
-            and dst.stat().length == expected["bytes"]):
-      todo.append((shard["file"], expected))
-  need, free = sum(e["bytes"] for _, e in todo), shutil.disk_usage(local).free
-  if need > free:
-    raise OSError(f"Staging split {split!r} of folder:{root} needs {need / 2**30:.2f} GiB in {local}, which has "
-                  f"{free / 2**30:.2f} GiB free; set --config.data_cache_dir to a local disk with room.")
-  if todo:
-    logger.info("Copying %d shard(s) (%.2f GiB) of folder:%s split %r to %s.", len(todo), need / 2**30, root, split,
-                local)
-  for name, expected in todo:
-    partial = local / f"{name}.{os.getpid()}.partial"  # each process its own: hosts may share a cache directory
-    size, sha256 = file_digest(root / name, copy_to=partial)
-    if size != expected["bytes"] or expected["sha256"] not in (None, sha256):
-      partial.unlink()
-      listed = f"{expected['bytes']} bytes" + (f", sha256 {expected['sha256'][:12]}..." if expected["sha256"] else "")
-      raise ValueError(f"{root / name} is {size} bytes with sha256 {sha256[:12]}..., but {root / INFO} lists "
-                       f"{listed}: it is truncated or corrupt; copy it again, or prepare again with "
-                       f"{PREPARE.format(dest=root)} --overwrite.")
-    partial.replace(local / name)
-    marker_partial = local / f"{name}.verified.{os.getpid()}.partial"
-    marker_partial.write_text(json.dumps(expected))
-    marker_partial.replace(local / f"{name}.verified")
+  files = [(root / shard["file"], {"bytes": shard.get("bytes") or (root / shard["file"]).stat().length,
+                                    "sha256": shard.get("sha256")})
+           for shard in info["splits"][split]["shards"]]
+
+  def mismatch(src, size, sha256, expected):
+    listed = f"{expected['bytes']} bytes" + (f", sha256 {expected['sha256'][:12]}..." if expected["sha256"] else "")
+    return ValueError(f"{src} is {size} bytes with sha256 {sha256[:12]}..., but {root / INFO} lists {listed}: it is "
+                      f"truncated or corrupt; copy it again, or prepare again with {PREPARE.format(dest=root)} "
+                      f"--overwrite.")
+
+  _copy_checked(files, local, f"split {split!r} of folder:{root}", mismatch)
   return local
+
+
+def stage_tfds(name, data_dir, split, cache_dir=None):
+  """Copies what TFDS needs to read `split` of dataset `name` from a remote `data_dir` (gs://...) to a local
+  TFDS data_dir and returns that directory (a str): array_record cannot open remote files.
+
+  The files of the version this TFDS reads (`tfds.builder_cls(NAME).VERSION`, or NAME:VERSION) under
+  data_dir/NAME/VERSION: its metadata (dataset_info.json, features.json, label lists) and the split's
+  `*-SPLIT.array_record-*` shards, into cache_dir/tfds-<hash of data_dir>/NAME/VERSION. Each file is copied through
+  a temporary name and checked against the remote file's size, then marked `<file>.verified`; a marked file of the
+  right size is re-used.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top; only TFDS datasets need it
+
+  base, _, pinned = name.partition(":")
+  version = pinned or str(tfds.builder_cls(base.split("/")[0]).VERSION)
+  root = epath.Path(data_dir) / base / version
+  if not (root / "dataset_info.json").exists():
+    raise FileNotFoundError(f"No prepared TFDS dataset {base} {version} in {data_dir} ({root}/dataset_info.json is "
+                            f"missing): prepare it on a machine with the data (tfds.builder('{base}').download_and_"
+                            f"prepare(file_format='array_record')) and copy its directory there.")
+  key = hashlib.sha256(str(epath.Path(data_dir)).encode()).hexdigest()[:12]
+  local_dir = epath.Path(cache_dir or default_cache_dir()).expanduser() / f"tfds-{key}"
+  local = local_dir / base / version
+  local.mkdir(parents=True, exist_ok=True)
+  split_base = re.split(r"[\[+]", split)[0]
+  files = [(f, {"bytes": f.stat().length}) for f in root.iterdir()
+           if f.is_file() and (".array_record" not in f.name or f"-{split_base}.array_record" in f.name)]
+
+  def mismatch(src, size, sha256, expected):
+    del sha256
+    return ValueError(f"Copying {src} gave {size} bytes where the store lists {expected['bytes']}: it changed or the "
+                      f"copy was cut; run again.")
+
+  _copy_checked(files, local, f"split {split!r} of TFDS {base} {version} in {data_dir}", mismatch)
+  return str(local_dir)
 
 
 # ---- Reading the source images.

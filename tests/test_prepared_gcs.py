@@ -1,8 +1,11 @@
 """Prepared datasets on an object store (`gcs`: the in-memory gs:// of tests/conftest.py): prepare_data uploads with
 info.json last, training copies the shards it reads to config.data_cache_dir, checked against info.json, and
-re-uses them; a truncated or corrupt shard, or a full local disk, is a one-line error."""
+re-uses them; a truncated or corrupt shard, or a full local disk, is a one-line error. A TFDS data_dir on the store
+is staged the same way (the split's shards and the metadata)."""
 import json
+import pathlib
 
+from etils import epath
 import numpy as np
 import PIL.Image
 import pytest
@@ -71,8 +74,6 @@ def test_corrupt_remote_shards_and_a_full_disk_are_one_line_errors(gcs, images, 
   monkeypatch.setattr(prepared.shutil, "disk_usage", lambda _: type("Usage", (), {"free": 10}))
   with pytest.raises(OSError, match="needs .* GiB in .*, which has .* GiB free; set --config.data_cache_dir"):
     data.load(f"folder:{DEST}", "train", cache_dir=str(cache))
-  with pytest.raises(ValueError, match="data_dir=gs://bucket/tfds is not a local directory.*gsutil"):
-    data.load("mnist", "train", data_dir="gs://bucket/tfds")
 
 
 def test_an_interrupted_upload_never_looks_complete_and_is_replaced(gcs, images, monkeypatch):
@@ -94,3 +95,38 @@ def test_an_interrupted_upload_never_looks_complete_and_is_replaced(gcs, images,
   monkeypatch.setattr(prepared, "file_digest", copy)
   prepared.prepare(images, DEST, holdout=0.25)  # the leftover shards of the interrupted upload are replaced
   assert (remote / prepared.INFO).exists() and len(_shards(remote)) == 2
+
+
+# TFDS mnist 3.0.1 cut to 6 + 2 examples (tests/reference/tfds_mini/make_fixture.py)
+MINI_TFDS = pathlib.Path(__file__).parent / "reference" / "tfds_mini"
+
+
+def test_a_tfds_data_dir_on_the_store_is_staged_split_by_split(gcs, tmp_path_factory, monkeypatch):
+  remote_dir = epath.Path("gs://bucket/tfds")
+  for f in MINI_TFDS.rglob("*"):
+    if f.is_file() and f.suffix != ".py":
+      (remote_dir / f.relative_to(MINI_TFDS)).parent.mkdir(parents=True, exist_ok=True)
+      (remote_dir / f.relative_to(MINI_TFDS)).write_bytes(f.read_bytes())
+  name, cache = "mnist", tmp_path_factory.mktemp("cache")
+  want = data.load(name, "train", data_dir=str(MINI_TFDS))
+
+  got = data.load(name, "train", data_dir=str(remote_dir), cache_dir=str(cache))
+  assert (got.num_examples, got.image_shape, got.num_classes) == (6, (28, 28, 1), 10)
+  np.testing.assert_array_equal(got.get(np.arange(6))["image"], want.get(np.arange(6))["image"])
+  np.testing.assert_array_equal(got.get(np.arange(6))["label"], [4, 1, 0, 7, 8, 1])
+  staged = sorted(f.name for f in cache.rglob("*.array_record*") if not f.name.endswith(".verified"))
+  assert staged == ["mnist-train.array_record-00000-of-00001"]  # only the split it opened
+  assert not list(cache.rglob("*.partial"))
+
+  copied, real_digest = [], prepared.file_digest
+  monkeypatch.setattr(prepared, "file_digest", lambda path, copy_to=None: copied.append(path.name)
+                      or real_digest(path, copy_to))
+  assert data.load(name, "train", data_dir=str(remote_dir), cache_dir=str(cache)).num_examples == 6
+  assert copied == []  # re-used
+  assert data.load(name, "test", data_dir=str(remote_dir), cache_dir=str(cache)).num_examples == 2
+  assert copied == ["mnist-test.array_record-00000-of-00001"]
+
+  with pytest.raises(FileNotFoundError, match=r"No prepared TFDS dataset mnist 3\.0\.1 in "
+                                              r"gs://bucket/elsewhere .*download_and_prepare") as e:
+    data.load(name, "train", data_dir="gs://bucket/elsewhere", cache_dir=str(cache))
+  assert "\n" not in str(e.value)

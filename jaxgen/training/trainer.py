@@ -43,8 +43,9 @@ REQUIRED_KEYS = ("seed", "dataset", "data_dir", "batch_size", "total_steps", "lo
 #     cores, not for large raw-pixel images (a 256x256 folder), whose batches they must copy back (BENCHMARKS.md).
 #   prefetch: batches read ahead of the step.
 #   data_cache_mb: a split whose decoded images fit in this many MiB is decoded once into memory (0: never).
-#   data_cache_dir: local directory that the shards of a folder:gs://... dataset are copied to before reading
-#     ("": $JAXGEN_CACHE/data, else <system tmp>/jaxgen-data; jaxgen.prepared.stage).
+#   data_cache_dir: local directory that the shards of a folder:gs://... dataset, or the split's files of a TFDS
+#     data_dir=gs://..., are copied to before reading ("": $JAXGEN_CACHE/data, else <system tmp>/jaxgen-data;
+#     jaxgen.prepared.stage, stage_tfds).
 # Numerics:
 #   compute_dtype: "float32" or "bfloat16", the dtype of the model's activations and matmuls (`Model.dtype`);
 #     parameters, optimiser state and the likelihood-critical terms stay float32 (README, "Precision").
