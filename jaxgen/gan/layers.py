@@ -187,6 +187,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, impl="auto"
           the high resolution.
     down=2: FIR filter at the input resolution, then a stride-2 convolution (only kept outputs are computed);
           a 1x1 kernel downsamples first.
+  Every convolution here is differentiated twice in training (R1 through D, path length through G), so the matmul
+  forms are told so (`ops.conv2d(second_order=True)`).
   """
   kh, kw = w.shape[0], w.shape[1]
   px0 = px1 = py0 = py1 = padding
@@ -204,17 +206,18 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, impl="auto"
     py1 += (fh - down) // 2
 
   if up == 1 and down == 1:
-    return ops.conv2d(x, w, ((py0, py1), (px0, px1)), groups=groups, impl=impl)
+    return ops.conv2d(x, w, ((py0, py1), (px0, px1)), groups=groups, impl=impl, second_order=True)
   if down > 1 and up == 1:
     if kh == 1 and kw == 1:
       x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
-      return ops.conv2d(x, w, groups=groups, impl=impl)
+      return ops.conv2d(x, w, groups=groups, impl=impl, second_order=True)
     x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
-    return ops.conv2d(x, w, stride=down, groups=groups, impl=impl)
+    return ops.conv2d(x, w, stride=down, groups=groups, impl=impl, second_order=True)
   # Upsampling. The reference inserts up-1 zeros after each pixel, pads by (p0, p1) and applies FIR and conv
   # (both valid, so their order does not matter). lhs_dilation inserts zeros only between pixels, so the
   # trailing up-1 zeros join the right padding; all padding goes on the input of the first (conv) stage.
-  x = ops.upsample_conv2d(x, w, up, ((py0, py1 + up - 1), (px0, px1 + up - 1)), groups=groups, impl=impl)
+  x = ops.upsample_conv2d(x, w, up, ((py0, py1 + up - 1), (px0, px1 + up - 1)), groups=groups, impl=impl,
+                          second_order=True)
   x = upfirdn2d(x, f, gain=up * up)
   if down > 1:
     x = upfirdn2d(x, f, down=down)

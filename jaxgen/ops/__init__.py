@@ -41,20 +41,21 @@ def _padding(padding):
   return (py0, py1), (px0, px1)
 
 
-def conv2d(x, w, padding=0, stride=1, groups=1, taps=None, impl="auto", precision=None):
+def conv2d(x, w, padding=0, stride=1, groups=1, taps=None, impl="auto", precision=None, second_order=False):
   """Correlation of x [B, H, W, I] with w [kh, kw, I / groups, O], zero padding p or ((y0, y1), (x0, x1)),
   square stride:  `lax.conv_general_dilated(x, w, (s, s), padding, feature_group_count=groups)` -> [B, H', W', O].
 
   taps: optional static tuple of the (i, j) kernel positions that may be non-zero (w is zero at the others, as in
-  autoregressively masked kernels); the matmul forms skip the rest.
+  autoregressively masked kernels); the matmul forms skip the rest. second_order: the caller takes second-order
+  gradients through it (R1, path length); the matmul forms then avoid XLA:CPU's convolution (`matmul.conv2d`).
   """
   padding = _padding(padding)
   if resolve(impl) == "native":
     return matmul.lax_conv(x, w, padding, stride, groups, precision=precision)
-  return matmul.conv2d(x, w, padding, stride, groups, taps, precision)
+  return matmul.conv2d(x, w, padding, stride, groups, taps, precision, second_order)
 
 
-def upsample_conv2d(x, w, up, padding=0, groups=1, impl="auto", precision=None):
+def upsample_conv2d(x, w, up, padding=0, groups=1, impl="auto", precision=None, second_order=False):
   """Correlation of x dilated by `up` (up - 1 zeros between pixels) with w, zero padding as `conv2d`:
   `lax.conv_general_dilated(x, w, (1, 1), padding, lhs_dilation=(up, up), feature_group_count=groups)`.
 
@@ -63,7 +64,7 @@ def upsample_conv2d(x, w, up, padding=0, groups=1, impl="auto", precision=None):
   padding = _padding(padding)
   if resolve(impl) == "native":
     return matmul.lax_conv(x, w, padding, groups=groups, lhs_dilation=up, precision=precision)
-  return matmul.conv_transpose_polyphase(x, w, up, padding, groups, precision)
+  return matmul.conv_transpose_polyphase(x, w, up, padding, groups, precision, second_order)
 
 
 def locally_masked_conv2d(x, kernel, mask, dilation=1, impl="auto", precision=None):

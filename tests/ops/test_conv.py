@@ -135,3 +135,20 @@ def test_auto_resolves_by_backend_and_bad_impl_is_refused():
   assert ops.resolve("auto") == ("matmul" if jax.default_backend() == "cpu" else "native")
   with pytest.raises(ValueError, match="config.model.conv_impl"):
     ops.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="lax")
+
+
+def test_conv2d_avoids_xla_convolution_when_differentiated_twice(monkeypatch):
+  """XLA's convolution for 16-64 input channels (first order), never with second_order (R1 / path length): there
+  the matmul forms, in plain, strided and transposed convolutions alike, with the same values."""
+  calls, real = [], matmul.lax_conv
+  monkeypatch.setattr(matmul, "lax_conv", lambda *a, **k: calls.append(1) or real(*a, **k))
+  x, w = _normal((2, 8, 8, 16), 0), _normal((3, 3, 16, 16), 1)
+  ops.conv2d(x, w, 1, impl="matmul")
+  assert calls == [1]
+  pad = ((1, 1), (1, 1))
+  cases = [(ops.conv2d(x, w, 1, impl="matmul", second_order=True), real(x, w, pad)),
+           (ops.conv2d(x, w, 1, stride=2, impl="matmul", second_order=True), real(x, w, pad, stride=2)),
+           (ops.upsample_conv2d(x, w, 2, 1, impl="matmul", second_order=True), real(x, w, pad, lhs_dilation=2))]
+  assert calls == [1]  # the references call XLA directly, not through the patched name
+  for ours, want in cases:
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5)
