@@ -315,7 +315,7 @@ def conv2d(x, w, padding=((0, 0), (0, 0)), stride=1, groups=1, taps=None, precis
       if taps is not None:
         return conv_taps(x, w, padding, taps, precision)
       # Few outputs: shift-add's one matmul beats Winograd, whose input transform alone costs O(C_in) per tile
-      # (Glow :bench, its 256 -> 12 output convolutions at 16x16: 1.5x slower step with Winograd, BENCHMARKS.md).
+      # (Glow :bench, its 256 -> 12 output convolutions at 16x16: 1.3x slower step with Winograd, BENCHMARKS.md).
       if 2 * c_out <= c_in:
         return conv_shift_add(x, w, padding, precision)
       if _use_winograd(x, w, padding, stride):
