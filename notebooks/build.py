@@ -193,9 +193,9 @@ def nvae():
           config = nvae_quickstart.get_config("smoke" if FAST else None)
           if FAST:
             config.total_steps = 2
-          else:  # 400 of the quickstart's 1,000 steps; KL warm-up over the same 30% of them
-            config.total_steps, config.eval_every, config.eval_examples = 400, 200, 500
-            config.model.kl_anneal_steps = 120
+          else:  # 250 of the quickstart's 1,000 steps; KL warm-up over the same 30% of them
+            config.total_steps, config.eval_every, config.eval_examples = 250, 125, 256
+            config.model.kl_anneal_steps = 75
           WORKDIR = os.path.join(ROOT, "nvae_fast" if FAST else "nvae")
           state = trainer.train_and_evaluate(config, WORKDIR)
           """),
@@ -207,9 +207,9 @@ def nvae():
           paper's reported NLLs (K = 1000). `experiments.evaluate --config.iw_samples=K` does the same.
           """),
       code("""
-          config.iw_samples = 2 if FAST else 50
+          config.iw_samples = 2 if FAST else 20
           s, state = trainer.restore_for_eval(config, WORKDIR)
-          results = trainer.evaluate_state(s, state, num_examples=16 if FAST else 500)
+          results = trainer.evaluate_state(s, state, num_examples=16 if FAST else 256)
           nats = "nats" if s.config.binarize else "bpd"
           print(f"negative ELBO {results['nelbo_' + nats]:.2f} {nats}, IW NLL (K={s.config.iw_samples}) "
                 f"{results['iw_nll_' + nats]:.2f} {nats}, active latent units {results['active_units']} of "
@@ -264,7 +264,7 @@ def lmconv():
           if FAST:
             config.total_steps = 2
           else:  # 300 of the quickstart's 600 steps
-            config.total_steps, config.eval_every, config.eval_examples = 300, 150, 256
+            config.total_steps, config.eval_every, config.eval_examples = 300, 150, 128
           WORKDIR = os.path.join(ROOT, "lmconv_fast" if FAST else "lmconv")
           state = trainer.train_and_evaluate(config, WORKDIR)
           """),
@@ -281,7 +281,7 @@ def lmconv():
           from jaxgen.training import steps
 
           s, state = trainer.restore_for_eval(config, WORKDIR)
-          images = s.input.examples(s.config.eval_split, 8 if FAST else 256)  # uint8 [N, H, W, C]
+          images = s.input.examples(s.config.eval_split, 8 if FAST else 64)  # uint8 [N, H, W, C]
           variables = steps.eval_variables(state)
           log_probs = np.stack([s.model.apply(variables, images, name, method="log_prob")
                                 for name in s.model.eval_orders])  # [orders, N] in nats
@@ -325,8 +325,8 @@ def stylegan2():
           config = stylegan2_quickstart.get_config("smoke" if FAST else None)
           if FAST:
             config.total_steps = 2
-          else:  # 1,000 of the quickstart's 3,000 steps; FID of 500 samples, a classifier trained for 300 steps
-            config.total_steps, config.eval_every, config.eval_examples = 1000, 500, 500
+          else:  # 800 of the quickstart's 3,000 steps; FID of 500 samples, a classifier trained for 300 steps
+            config.total_steps, config.eval_every, config.eval_examples = 800, 400, 500
             config.sample_metrics = dict(num_samples=500, classifier_steps=300)
           WORKDIR = os.path.join(ROOT, "stylegan2_fast" if FAST else "stylegan2")
           state = trainer.train_and_evaluate(config, WORKDIR)
@@ -397,7 +397,7 @@ def compare():
                 sample_batch=8, sample_metrics=dict(batch_size=8, classifier_steps=2, classifier_examples=32,
                                                     classifier_widths=(4,), classifier_embed_dim=4))
           else:
-            options = comparison.Options(num_examples=200, num_samples=200, iw_samples=10, project_steps=50,
+            options = comparison.Options(num_examples=128, num_samples=128, iw_samples=10, project_steps=50,
                                          num_reconstruct=16, sample_metrics=dict(classifier_steps=300))
           rows, settings, panels = comparison.measure(workdirs, options)
           """),
