@@ -325,9 +325,9 @@ def stylegan2():
           config = stylegan2_quickstart.get_config("smoke" if FAST else None)
           if FAST:
             config.total_steps = 2
-          else:  # 800 of the quickstart's 3,000 steps; FID of 500 samples, a classifier trained for 300 steps
-            config.total_steps, config.eval_every, config.eval_examples = 800, 400, 500
-            config.sample_metrics = dict(num_samples=500, classifier_steps=300)
+          else:  # 500 of the quickstart's 3,000 steps; FID of 500 samples, a classifier trained for 200 steps
+            config.total_steps, config.eval_every, config.eval_examples = 500, 250, 500
+            config.sample_metrics = dict(num_samples=500, classifier_steps=200)
           WORKDIR = os.path.join(ROOT, "stylegan2_fast" if FAST else "stylegan2")
           state = trainer.train_and_evaluate(config, WORKDIR)
           """),
