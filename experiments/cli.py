@@ -1,6 +1,8 @@
 """What the experiment scripts share: console logging, one-line errors for bad input, huge-page malloc on Linux,
 and the multi-process flags (`initialize_distributed`)."""
 import contextlib
+import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -99,9 +101,14 @@ def initialize_distributed():
                                    jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+# Model fields every config may override without naming them: `--config.model.conv_impl=native` (jaxgen.ops).
+MODEL_DEFAULTS = {"conv_impl": "auto"}
+
+
 class _ConfigFileWithDefaults(config_flags.ConfigFileFlagParser):
-  """A config file's `get_config()` with the trainer's optional keys filled in (`trainer.DEFAULTS`) before it is
-  locked, so that `--config.KEY=VALUE` can set them whether or not the file mentions them."""
+  """A config file's `get_config()` with the trainer's optional keys filled in (`trainer.DEFAULTS`, and in
+  config.model the `MODEL_DEFAULTS` its Model has) before it is locked, so that `--config.KEY=VALUE` can set them
+  whether or not the file mentions them."""
 
   def parse(self, path):
     config = super().parse(path)
@@ -110,7 +117,22 @@ class _ConfigFileWithDefaults(config_flags.ConfigFileFlagParser):
         for key, value in trainer.DEFAULTS.items():
           if key not in config:
             config[key] = value
+        _add_model_defaults(config)
     return config
+
+
+def _add_model_defaults(config):
+  """config.model gets each `MODEL_DEFAULTS` key it lacks where config.model_name's Model has that field."""
+  model = config.get("model")
+  if not hasattr(model, "unlocked") or not isinstance(config.get("model_name"), str):
+    return
+  try:
+    fields = {f.name for f in dataclasses.fields(importlib.import_module(f"jaxgen.{config.model_name}").Model)}
+  except (ImportError, AttributeError, TypeError):  # a bad model_name: the trainer names it in one line later
+    return
+  for key, value in MODEL_DEFAULTS.items():
+    if key in fields and key not in model:
+      model[key] = value
 
 
 def define_config_flag(flag_values=flags.FLAGS, sys_argv=None):

@@ -18,6 +18,8 @@ from jaxgen.training import writers
 logger = logging.getLogger("jaxgen")
 
 _IDENTITY_KEYS = ("model_name", "model")  # what a checkpoint must agree with to be restored
+# config.model keys that say how the model runs, not what it is: the same parameters restore under any value.
+_EXECUTION_KEYS = ("conv_impl",)
 
 
 class CheckpointError(RuntimeError):
@@ -25,7 +27,15 @@ class CheckpointError(RuntimeError):
 
 
 def _model_identity(config):
-  return {key: json.loads(json.dumps(config.to_dict()[key], default=list)) for key in _IDENTITY_KEYS}
+  return _identity({key: json.loads(json.dumps(config.to_dict()[key], default=list)) for key in _IDENTITY_KEYS})
+
+
+def _identity(values):
+  """{model_name, model} without the model's `_EXECUTION_KEYS`."""
+  model = values.get("model")
+  if isinstance(model, dict):
+    values = dict(values, model={k: v for k, v in model.items() if k not in _EXECUTION_KEYS})
+  return values
 
 
 def read_config(workdir):
@@ -43,7 +53,7 @@ def check_workdir_config(workdir, config, write=True):
   current = _model_identity(config)
   if path.exists():
     saved = json.loads(path.read_text())
-    saved_identity = {key: saved.get(key) for key in _IDENTITY_KEYS}
+    saved_identity = _identity({key: saved.get(key) for key in _IDENTITY_KEYS})
     if saved_identity != current:
       diff = {k: (saved_identity[k], current[k]) for k in _IDENTITY_KEYS if saved_identity[k] != current[k]}
       renamed = ""

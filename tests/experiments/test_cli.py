@@ -9,8 +9,8 @@ from jaxgen.training import trainer
 CONFIG = "experiments/configs/glow_quickstart.py:smoke"
 
 
-def _parse(*overrides):
-  argv = ["prog", f"--config={CONFIG}", *overrides]
+def _parse(*overrides, config=CONFIG):
+  argv = ["prog", f"--config={config}", *overrides]
   flag_values = flags.FlagValues()
   handle = cli.define_config_flag(flag_values, sys_argv=argv)
   flag_values(argv)
@@ -29,3 +29,17 @@ def test_defaults_do_not_replace_the_files_values_and_unknown_keys_fail():
   assert config.num_samples == 9
   with pytest.raises(Exception, match="prefetchx"):
     _parse("--config.prefetchx=3")
+
+
+@pytest.mark.parametrize("name", ["glow_quickstart", "realnvp_quickstart", "nvae_quickstart", "lmconv_quickstart",
+                                  "stylegan2_quickstart"])
+def test_conv_impl_is_overridable_for_every_family_and_checked(name):
+  """README's --config.model.conv_impl=native works although no config file names conv_impl; the file's model keys
+  stay, a misspelt model key still fails, and the value reaches the model the trainer builds."""
+  config = _parse("--config.model.conv_impl=native", config=f"experiments/configs/{name}.py:smoke")
+  assert config.model.conv_impl == "native"
+  assert _parse(config=f"experiments/configs/{name}.py:smoke").model.conv_impl == "auto"
+  _, model = trainer.build_model(config)
+  assert model.conv_impl == "native"
+  with pytest.raises(Exception, match="conv_implx"):
+    _parse("--config.model.conv_implx=native", config=f"experiments/configs/{name}.py:smoke")

@@ -30,6 +30,20 @@ def test_config_json_on_gcs_is_written_once_and_guards_the_model(gcs):
     checkpoints.check_workdir_config(str(gcs), _config(16))
 
 
+def test_conv_impl_is_not_part_of_the_models_identity(tmp_path):
+  """A run trained without naming conv_impl (a notebook, an older jaxgen) resumes under the command line's
+  conv_impl=auto or a forced native / matmul; a different width is still refused."""
+  checkpoints.check_workdir_config(str(tmp_path), _config(8))
+  for impl in ("auto", "native", "matmul"):
+    config = _config(8)
+    config.model.conv_impl = impl
+    checkpoints.check_workdir_config(str(tmp_path), config)
+  config = _config(16)
+  config.model.conv_impl = "auto"
+  with pytest.raises(checkpoints.CheckpointError, match="different model"):
+    checkpoints.check_workdir_config(str(tmp_path), config)
+
+
 def test_metrics_tensorboard_and_samples_on_gcs(gcs):
   writer = writers.MetricWriter(str(gcs))
   writer.write(1, {"train/loss": 2.5})
