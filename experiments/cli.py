@@ -1,7 +1,6 @@
 """What the experiment scripts share: console logging, one-line errors for bad input, huge-page malloc on Linux,
 and the multi-process flags (`initialize_distributed`)."""
 import contextlib
-import dataclasses
 import importlib
 import logging
 import os
@@ -127,7 +126,7 @@ def _add_model_defaults(config):
   if not hasattr(model, "unlocked") or not isinstance(config.get("model_name"), str):
     return
   try:
-    fields = {f.name for f in dataclasses.fields(importlib.import_module(f"jaxgen.{config.model_name}").Model)}
+    fields = trainer.model_fields(importlib.import_module(f"jaxgen.{config.model_name}").Model)
   except (ImportError, AttributeError, TypeError):  # a bad model_name: the trainer names it in one line later
     return
   for key, value in MODEL_DEFAULTS.items():

@@ -26,16 +26,12 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored into the requested state."""
 
 
-def _model_identity(config):
-  return _identity({key: json.loads(json.dumps(config.to_dict()[key], default=list)) for key in _IDENTITY_KEYS})
-
-
-def _identity(values):
-  """{model_name, model} without the model's `_EXECUTION_KEYS`."""
-  model = values.get("model")
-  if isinstance(model, dict):
-    values = dict(values, model={k: v for k, v in model.items() if k not in _EXECUTION_KEYS})
-  return values
+def _model_identity(values):
+  """{model_name, model} of a config dict or a saved config.json, as JSON values, without `_EXECUTION_KEYS`."""
+  identity = {key: json.loads(json.dumps(values.get(key), default=list)) for key in _IDENTITY_KEYS}
+  if isinstance(identity["model"], dict):
+    identity["model"] = {k: v for k, v in identity["model"].items() if k not in _EXECUTION_KEYS}
+  return identity
 
 
 def read_config(workdir):
@@ -50,10 +46,10 @@ def read_config(workdir):
 def check_workdir_config(workdir, config, write=True):
   """Writes DIR/config.json on first use (if `write`); raises if an existing one names a different model."""
   path = epath.Path(workdir) / "config.json"
-  current = _model_identity(config)
+  current = _model_identity(config.to_dict())
   if path.exists():
     saved = json.loads(path.read_text())
-    saved_identity = _identity({key: saved.get(key) for key in _IDENTITY_KEYS})
+    saved_identity = _model_identity(saved)
     if saved_identity != current:
       diff = {k: (saved_identity[k], current[k]) for k in _IDENTITY_KEYS if saved_identity[k] != current[k]}
       renamed = ""

@@ -76,6 +76,11 @@ def with_defaults(config):
   return config
 
 
+def model_fields(model_class):
+  """The config.model keys a family's `Model` class takes (its dataclass fields but Flax's and the dtype)."""
+  return {f.name for f in dataclasses.fields(model_class)} - {"parent", "name", "dtype"}
+
+
 def build_model(config):
   """-> (family, model): `jaxgen.<config.model_name>`'s FAMILY and its `Model(**config.model)`, with clear errors."""
   try:
@@ -86,7 +91,7 @@ def build_model(config):
   kwargs = dict(config.model)
   if "dtype" in kwargs:
     raise ValueError("config.model.dtype is set from config.compute_dtype; set --config.compute_dtype instead.")
-  fields = {f.name for f in dataclasses.fields(module.Model)} - {"parent", "name", "dtype"}
+  fields = model_fields(module.Model)
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise ValueError(f"Unknown config.model key(s) {unknown} for jaxgen.{config.model_name}.Model; "
