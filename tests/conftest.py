@@ -1,15 +1,20 @@
 """Shared test setup: the environment every test and subprocess runs in (no optimisation passes, a shared persistent
 XLA cache, a private jaxgen cache), an in-memory gs:// filesystem and helpers for perturbing zero-initialised
 parameters."""
+import atexit
 import gc
 import os
+import shutil
 import tempfile
 
 # Tiny shapes: compile time dominates, and XLA's optimisation passes cost more than they save (STYLE.md; set in
 # the environment so subprocesses of the CLI tests inherit it).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 # Offline sample-quality classifiers trained by tests (tiny, on mock data) stay out of the user's ~/.cache/jaxgen.
-os.environ.setdefault("JAXGEN_CACHE", os.path.join(tempfile.mkdtemp(prefix="jaxgen-test-cache-")))
+# Made once, by the process that starts the suite (xdist workers and subprocesses inherit it), and removed at its exit.
+if "JAXGEN_CACHE" not in os.environ:
+  os.environ["JAXGEN_CACHE"] = tempfile.mkdtemp(prefix="jaxgen-test-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAXGEN_CACHE"], ignore_errors=True)
 
 # A persistent XLA compilation cache shared by the xdist workers and every CLI / multi-process subprocess: the suite
 # compiles the same programs many times (a resumed run, the four-device reference, a command and its test). In the
