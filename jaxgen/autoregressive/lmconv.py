@@ -75,6 +75,21 @@ class Nin(nn.Module):
                     bias_init=masked_conv.torch_bias_init(x.shape[-1]), dtype=x.dtype)(x)
 
 
+class StaticMask:
+  """A numpy mask as a static (hashable) argument of `nn.remat`: under jax.checkpoint an array argument becomes a
+  tracer, and the locally masked convolutions could no longer skip the taps the mask never uses (with remat on,
+  an S-curve network then computed 9 taps instead of 6, ~1.9x the step's FLOPs instead of ~1.3x)."""
+
+  def __init__(self, array):
+    self.array = array
+
+  def __hash__(self):
+    return hash((self.array.shape, self.array.tobytes()))
+
+  def __eq__(self, other):
+    return isinstance(other, StaticMask) and np.array_equal(self.array, other.array)
+
+
 class GatedResnet(nn.Module):
   """Gated residual block (PixelCNN++ Sec. 2.6; official `layers.gated_resnet` with locally masked convs).
 
@@ -90,6 +105,7 @@ class GatedResnet(nn.Module):
   @nn.compact
   def __call__(self, u, mask, a=None, train=False, tap_perm=None):  # u [B, H, W, F]
     norm = pono if self.normalization == "pono" else (lambda t: t)
+    mask = mask.array if isinstance(mask, StaticMask) else mask
     conv = functools.partial(masked_conv.LocallyMaskedConv, kernel_size=self.kernel_size, conv_impl=self.conv_impl)
     x = conv(self.filters, name="conv_in")(concat_elu(u), mask, tap_perm)
     x = norm(x)
@@ -176,7 +192,11 @@ class Model(nn.Module):
     mask_first, mask_later, mask_dilated = masks
     f, k = self.nr_filters, self.kernel_size
     norm = pono if self.normalization == "pono" else (lambda t: t)
-    resnet_cls = nn.remat(GatedResnet, static_argnums=(4,)) if self.remat else GatedResnet  # 4: `train`
+    resnet_cls = GatedResnet
+    if self.remat and isinstance(mask_later, np.ndarray):  # numpy masks stay constants inside jax.checkpoint
+      resnet_cls, mask_later = nn.remat(GatedResnet, static_argnums=(2, 4)), StaticMask(mask_later)  # mask, train
+    elif self.remat:
+      resnet_cls = nn.remat(GatedResnet, static_argnums=(4,))  # 4: `train` (0 is the module)
     resnet = functools.partial(resnet_cls, f, k, self.dropout_rate, self.normalization, self.conv_impl)
     conv = functools.partial(masked_conv.LocallyMaskedConv, kernel_size=k, conv_impl=self.conv_impl)
     # A constant channel of ones, masked like the pixels: tells the first layer which neighbours exist.
