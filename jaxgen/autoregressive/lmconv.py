@@ -193,10 +193,10 @@ class Model(nn.Module):
     f, k = self.nr_filters, self.kernel_size
     norm = pono if self.normalization == "pono" else (lambda t: t)
     resnet_cls = GatedResnet
-    if self.remat and isinstance(mask_later, np.ndarray):  # numpy masks stay constants inside jax.checkpoint
-      resnet_cls, mask_later = nn.remat(GatedResnet, static_argnums=(2, 4)), StaticMask(mask_later)  # mask, train
-    elif self.remat:
-      resnet_cls = nn.remat(GatedResnet, static_argnums=(4,))  # 4: `train` (0 is the module)
+    if self.remat:  # static: `train` (4; 0 is the module) and a numpy mask (2), kept a constant inside the checkpoint
+      static_mask = isinstance(mask_later, np.ndarray)
+      mask_later = StaticMask(mask_later) if static_mask else mask_later
+      resnet_cls = nn.remat(GatedResnet, static_argnums=(2, 4) if static_mask else (4,))
     resnet = functools.partial(resnet_cls, f, k, self.dropout_rate, self.normalization, self.conv_impl)
     conv = functools.partial(masked_conv.LocallyMaskedConv, kernel_size=k, conv_impl=self.conv_impl)
     # A constant channel of ones, masked like the pixels: tells the first layer which neighbours exist.
